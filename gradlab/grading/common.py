@@ -1,0 +1,43 @@
+"""What every lesson's hidden checks share: the inputs they try and a safe call of student code."""
+import torch
+
+
+def devices():
+    """The devices a hidden test runs on: always the CPU, and CUDA where the machine has it."""
+    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+
+def cases(seed, sizes=(1, 7, 64), dtypes=(torch.float32, torch.float64)):
+    """Yield (label, generator, size, dtype, device) for every combination, each with its own seed.
+
+    The label ("n=7, float64, cpu") goes into failure messages so a student knows which case failed.
+    """
+    for device in devices():
+        for dtype in dtypes:
+            for i, n in enumerate(sizes):
+                gen = torch.Generator().manual_seed(seed * 1000 + i)
+                yield f"n={n}, {str(dtype).replace('torch.', '')}, {device.type}", gen, n, dtype, device
+
+
+def randn(gen, *shape, dtype=torch.float32, device="cpu", scale=1.0):
+    """Seeded normal random numbers made on the CPU (same values on every device), then moved."""
+    return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype=dtype, device=device)
+
+
+def call_student(fn, name, *args, case=""):
+    """Call a student's function; turn any exception into an AssertionError that says what happened."""
+    if not callable(fn):
+        raise AssertionError(f"`{name}` should be a function, but it is {type(fn).__name__}. Did you overwrite it?")
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise AssertionError(f"`{name}` is not written yet: replace the `raise NotImplementedError` line.") from None
+    except Exception as err:  # a student's bug: report it plainly instead of a deep traceback
+        shapes = ", ".join(
+            f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')}" if isinstance(a, torch.Tensor) else type(a).__name__
+            for a in args
+        )
+        where = f" ({case})" if case else ""
+        raise AssertionError(
+            f"`{name}` raised {type(err).__name__}: {err}\n  when called with: {shapes}{where}"
+        ) from None
