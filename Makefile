@@ -4,6 +4,8 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTHON  ?= python3
 LAB_ARGS ?=
+# nbgrader runs `alembic` from PATH when it creates its gradebook.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 
 SOURCES  := $(wildcard notebooks/[0-9]*/*.ipynb)
