@@ -1,0 +1,135 @@
+"""The one-parameter gradient descent explorer: the cost curve, the current point, its tangent, the path."""
+import numpy as np
+
+from .descent import evaluate_grid
+from .explorer_base import DIVERGED_COLOR, Explorer, check_inside, check_range, clip_to_box, exit_point, num, start_slider
+
+# Half the tangent's drawn length, as a fraction of the axes' size, whatever the slope.
+TANGENT_HALF = 0.15
+# Path costs are capped this many plot heights beyond the axes, to keep huge J out of the renderer.
+Y_CAP_SPANS = 100.0
+
+
+class DescentExplorer1D(Explorer):
+    """Gradient descent on one parameter, step by step.
+
+    cost(theta) takes a 0-d float64 tensor and returns a 0-d tensor J(θ); the slope comes from
+    autograd. Controls: ``lr`` (log slider), ``start``, ``step`` and ``play``; ``readout`` shows θ, J(θ)
+    and the slope of the current step. ``path`` holds θ_0..θ_m for the current lr and start (m <
+    max_steps when the descent diverged, see ``diverged_at``); ``costs`` and ``slopes`` go with it.
+    ``show_step(k)`` draws one frame. Artists: ``curve_line``, ``path_line``, ``point_marker``,
+    ``edge_marker`` (a red triangle at the axes' edge when the point is off the plot) and ``tangent_line``.
+    """
+
+    def __init__(self, cost, theta_range=(-3.0, 5.0), start=4.0, lr=0.1, max_steps=50, lr_range=(1e-3, 10.0),
+                 *, name="θ", grid=400, figsize=(6.4, 4.0), interval=200):
+        super().__init__()
+        self.names = (name,)
+        lo, hi = check_range("theta_range", theta_range)
+        self.start = start_slider(f"start {name}₀", check_inside("start", start, lo, hi), lo, hi, "gradlab-start")
+        self.starts = (self.start,)
+        self._setup(cost, lr, lr_range, max_steps, [lo], [hi], figsize, interval)
+        self._recompute()  # a cost autograd cannot use fails here, before the curve is evaluated
+        self._build_plot(lo, hi, grid)
+        self.add_class("gradlab-explorer-1d")
+        self._finish()
+
+    def _build_plot(self, lo, hi, grid):
+        thetas = np.linspace(lo, hi, grid)
+        curve = evaluate_grid(self.cost, thetas)
+        finite = curve[np.isfinite(curve)]
+        if finite.size == 0:
+            raise ValueError(f"the cost is inf or nan everywhere on theta_range ({lo:g}, {hi:g})")
+        pad = 0.08 * (np.ptp(finite) or 1.0)
+        self._xlim = (lo, hi)
+        self._ylim = (finite.min() - pad, finite.max() + pad)
+        ax, name = self.ax, self.names[0]
+        (self.curve_line,) = ax.plot(thetas, curve, color="0.3", lw=1.5, label=f"J({name})")
+        (self.path_line,) = ax.plot([], [], "o-", color="tab:orange", ms=4, lw=1, alpha=0.8, label="path so far")
+        (self.tangent_line,) = ax.plot([], [], "--", color="tab:green", lw=1.5, label="tangent")
+        (self.point_marker,) = ax.plot([], [], "o", color="tab:blue", ms=9, zorder=5, label="current point")
+        (self.edge_marker,) = ax.plot([], [], ">", color=DIVERGED_COLOR, ms=11, zorder=6)
+        ax.set_xlim(*self._xlim)
+        ax.set_ylim(*self._ylim)
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"J({name})")
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize="small", ncol=4, frameon=False)
+        self.fig.tight_layout()
+
+    def _start_point(self):
+        return [self.start.value]
+
+    @property
+    def path(self):
+        """θ_0..θ_m of the current descent, a 1-D array."""
+        return self.descent.points[:, 0]
+
+    @property
+    def costs(self):
+        return self.descent.costs
+
+    @property
+    def slopes(self):
+        return self.descent.grads[:, 0]
+
+    def _draw(self, k):
+        d = self.descent
+        if len(d.costs) == 0:  # J(start) itself is not finite: nothing to draw
+            for artist in (self.path_line, self.tangent_line, self.point_marker, self.edge_marker):
+                artist.set_data([], [])
+            return
+        i = min(k, len(d.costs) - 1)
+        y_span = self._ylim[1] - self._ylim[0]
+        xs = list(self.path[: i + 1])
+        ys = list(np.clip(d.costs[: i + 1], self._ylim[0] - Y_CAP_SPANS * y_span, self._ylim[1] + Y_CAP_SPANS * y_span))
+        lo_hi = (np.array(self._xlim[:1] + self._ylim[:1]), np.array(self._xlim[1:] + self._ylim[1:]))
+        if self._diverged_by(k):
+            # The next step left for good: show it leaving through the edge it was heading for.
+            heading = -np.sign(self.slopes[i])
+            x_edge = exit_point([xs[-1]], [heading], *(np.array([b]) for b in self._xlim))[0]
+            y_edge = float(np.clip(ys[-1], *self._ylim))
+            xs.append(x_edge)
+            ys.append(y_edge)
+            self._show_point(None)
+            self._show_edge((x_edge, y_edge), lo_hi)
+            self.tangent_line.set_data([], [])
+        else:
+            shown, off_plot = clip_to_box(np.array([xs[-1], d.costs[i]]), *lo_hi)
+            if off_plot:
+                self._show_point(None)
+                self._show_edge(shown, lo_hi)
+                self.tangent_line.set_data([], [])
+            else:
+                self._show_point(shown)
+                self.edge_marker.set_data([], [])
+                self.tangent_line.set_data(*self._tangent(xs[-1], d.costs[i], self.slopes[i]))
+        self.path_line.set_data(xs, ys)
+
+    def _show_point(self, point):
+        self.point_marker.set_data(([], []) if point is None else ([point[0]], [point[1]]))
+
+    def _show_edge(self, point, lo_hi):
+        lo, hi = lo_hi
+        marker = ">" if point[0] >= hi[0] else "<" if point[0] <= lo[0] else "^" if point[1] >= hi[1] else "v"
+        self.edge_marker.set_marker(marker)
+        self.edge_marker.set_data([point[0]], [point[1]])
+
+    def _tangent(self, theta, J, slope):
+        """End points of the tangent at (θ, J), drawn with the same on-screen length at any slope."""
+        x_span = self._xlim[1] - self._xlim[0]
+        y_span = self._ylim[1] - self._ylim[0]
+        half = TANGENT_HALF / np.hypot(1 / x_span, slope / y_span)
+        return [theta - half, theta + half], [J - slope * half, J + slope * half]
+
+    def _readout_html(self, k):
+        d = self.descent
+        if len(d.costs) == 0 or self._diverged_by(k):
+            return self._diverged_html(k)
+        name, lr = self.names[0], self.lr.value
+        theta, J, slope = self.path[k], d.costs[k], self.slopes[k]
+        off_plot = not (self._xlim[0] <= theta <= self._xlim[1] and self._ylim[0] <= J <= self._ylim[1])
+        return (
+            f"<b>step {k}</b> &nbsp; {name} = {num(theta)} &nbsp; J({name}) = {num(J)} &nbsp; "
+            f"slope dJ/d{name} = {num(slope)} &nbsp; next {name} = {name} − η·slope = {num(theta - lr * slope)}"
+            + (" &nbsp; <i>(off the plot: red triangle)</i>" if off_plot else "")
+        )

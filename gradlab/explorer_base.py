@@ -1,0 +1,200 @@
+"""What the two descent explorers share: controls, the figure view, path recomputation, checks.
+
+The figure is built once and every frame only moves its artists. Where it is shown depends on the
+matplotlib backend:
+
+* a widget backend (``%matplotlib widget``, ipympl): the figure's canvas *is* an ipywidget, so it is
+  placed in the explorer and each frame calls ``fig.canvas.draw_idle()``: smooth, no flicker;
+* any other backend (inline, Agg under nbclient or pytest): the explorer shows an
+  ``ipywidgets.Image`` holding a PNG of the same figure, re-rendered on every frame. It still animates
+  in a live kernel, only less smoothly.
+"""
+import io
+import math
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .descent import descend
+
+DIVERGED_COLOR = "#c0392b"
+
+
+class Explorer(widgets.VBox):
+    """Base of DescentExplorer1D/2D: a VBox of figure, readout and controls.
+
+    Subclasses build ``self.starts`` (start sliders) and their artists, then call ``_finish``; they
+    implement ``_start_point()``, ``_draw(k)`` (move artists for step k) and ``_readout_html(k)``.
+    """
+
+    names = ("θ",)
+
+    def _setup(self, cost, lr, lr_range, max_steps, low, high, figsize, interval):
+        self.cost = cost
+        self.max_steps = check_steps(max_steps)
+        self._low, self._high = np.asarray(low, float), np.asarray(high, float)
+        self.lr = lr_slider(lr, lr_range)
+        self.step = widgets.IntSlider(
+            value=0, min=0, max=self.max_steps, description="step k", tooltip="how many descent steps to show",
+            style={"description_width": "initial"}, layout=widgets.Layout(width="420px"),
+        )
+        self.step.add_class("gradlab-step")
+        self.play = widgets.Play(
+            value=0, min=0, max=self.max_steps, interval=interval, description="play descent",
+            tooltip="animate the descent one step at a time",
+        )
+        self.play.add_class("gradlab-play")
+        # The browser moves the slider with the Play button; the kernel only hears the slider change.
+        self._play_link = widgets.jslink((self.play, "value"), (self.step, "value"))
+        self.readout = widgets.HTML()
+        self.readout.add_class("gradlab-readout")
+        with plt.ioff():  # a widget backend would otherwise display the canvas a second time
+            self.fig, self.ax = plt.subplots(figsize=figsize)
+        self.view, self._refresh = figure_view(self.fig)
+        self.descent = None
+
+    def _finish(self):
+        """Lay out the widgets, wire the observers and draw step 0 (the path is already computed)."""
+        self.children = [
+            self.view,
+            self.readout,
+            widgets.HBox([self.lr, *self.starts]),
+            widgets.HBox([self.play, self.step]),
+        ]
+        self.add_class("gradlab-explorer")
+        for control in (self.lr, *self.starts):
+            control.observe(self._on_params_change, names="value")
+        self.step.observe(self._on_step_change, names="value")
+        self.show_step(self.step.value)
+
+    def _recompute(self):
+        self.descent = descend(
+            self.cost, self._start_point(), self.lr.value, self.max_steps, self._low, self._high, self.names,
+        )
+
+    def _on_params_change(self, _change):
+        self._recompute()
+        self.show_step(self.step.value)
+
+    def _on_step_change(self, change):
+        self.show_step(change["new"])
+
+    def show_step(self, k):
+        """Show step k of the current path: move the artists, update the readout, redraw once.
+
+        This is one animation frame; the step slider (and so the Play button) calls it.
+        """
+        k = min(max(int(k), 0), self.max_steps)
+        self._draw(k)
+        self.readout.value = self._readout_html(k)
+        self._refresh()
+
+    @property
+    def diverged_at(self):
+        """Index of the step at which the current path diverged, or None."""
+        return self.descent.diverged_at
+
+    def _diverged_by(self, k):
+        return self.descent.diverged_at is not None and k >= self.descent.diverged_at
+
+    def _diverged_html(self, k):
+        if self.descent.diverged_at == 0:
+            return (
+                f'<span class="gradlab-diverged" style="color:{DIVERGED_COLOR}"><b>no descent from this start</b> '
+                f"({self.descent.reason}). Pick another start.</span>"
+            )
+        return (
+            f'<span class="gradlab-diverged" style="color:{DIVERGED_COLOR}"><b>step {k}: diverged at step '
+            f"{self.descent.diverged_at}</b> ({self.descent.reason}). Try a smaller learning rate.</span>"
+        )
+
+
+def figure_view(fig):
+    """The widget that shows ``fig`` and the function that refreshes it after artists moved."""
+    if isinstance(fig.canvas, widgets.DOMWidget):
+        fig.canvas.header_visible = False
+        fig.canvas.footer_visible = False
+        fig.canvas.add_class("gradlab-figure")
+        return fig.canvas, fig.canvas.draw_idle
+    image = widgets.Image(format="png")
+    image.add_class("gradlab-figure")
+
+    def refresh():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        image.value = buffer.getvalue()
+
+    return image, refresh
+
+
+def lr_slider(lr, lr_range):
+    lo, hi = check_range("lr_range", lr_range)
+    if lo <= 0:
+        raise ValueError(f"lr_range must be positive (the slider is logarithmic); got {lr_range!r}")
+    lr = check_inside("lr", lr, lo, hi)
+    slider = widgets.FloatLogSlider(
+        value=lr, base=10, min=math.log10(lo), max=math.log10(hi), step=0.01, description="learning rate η",
+        readout_format=".3g", tooltip="step size η (logarithmic scale)",
+        style={"description_width": "initial"}, layout=widgets.Layout(width="420px"),
+    )
+    slider.add_class("gradlab-lr")
+    return slider
+
+
+def start_slider(description, value, lo, hi, css_class):
+    slider = widgets.FloatSlider(
+        value=value, min=lo, max=hi, step=(hi - lo) / 400, description=description, readout_format=".3g",
+        tooltip="where the descent starts", style={"description_width": "initial"},
+    )
+    slider.add_class(css_class)
+    return slider
+
+
+def check_range(name, pair):
+    try:
+        lo, hi = (float(v) for v in pair)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair of numbers (low, high); got {pair!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"{name} must be finite with low < high; got {pair!r}")
+    return lo, hi
+
+
+def check_inside(name, value, lo, hi):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number; got {value!r}") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} = {value!r} is outside its range [{lo:g}, {hi:g}]")
+    return value
+
+
+def check_steps(max_steps):
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or not 1 <= max_steps <= 10_000:
+        raise ValueError(f"max_steps must be a whole number from 1 to 10000; got {max_steps!r}")
+    return int(max_steps)
+
+
+def clip_to_box(point, lo, hi):
+    """``point`` clipped into the box [lo, hi] and whether it had to be."""
+    clipped = np.clip(point, lo, hi)
+    return clipped, bool(np.any(clipped != point))
+
+
+def exit_point(point, direction, lo, hi):
+    """Where the ray from ``point`` along ``direction`` leaves the box [lo, hi] (``point`` clipped first)."""
+    point, _ = clip_to_box(np.asarray(point, float), lo, hi)
+    direction = np.asarray(direction, float)
+    moving = direction != 0
+    if not np.any(moving):
+        return point
+    bound = np.where(direction > 0, hi, lo)
+    t = np.min((bound[moving] - point[moving]) / direction[moving])
+    return np.clip(point + t * direction, lo, hi)
+
+
+def num(value):
+    """A number for the readout: 4 significant digits, plain ASCII so tests can parse it back."""
+    return f"{value:.4g}"
