@@ -2,7 +2,7 @@
 import numpy as np
 
 from .descent import evaluate_grid
-from .explorer_base import DIVERGED_COLOR, Explorer, check_inside, check_range, clip_to_box, exit_point, num, start_slider
+from .explorer_base import DIVERGED_COLOR, Explorer, check_inside, check_range, clip_to_box, num, start_slider
 
 # Half the tangent's drawn length, as a fraction of the axes' size, whatever the slope.
 TANGENT_HALF = 0.15
@@ -29,7 +29,6 @@ class DescentExplorer1D(Explorer):
         self.start = start_slider(f"start {name}₀", check_inside("start", start, lo, hi), lo, hi, "gradlab-start")
         self.starts = (self.start,)
         self._setup(cost, lr, lr_range, max_steps, [lo], [hi], figsize, interval)
-        self._recompute()  # a cost autograd cannot use fails here, before the curve is evaluated
         self._build_plot(lo, hi, grid)
         self.add_class("gradlab-explorer-1d")
         self._finish()
@@ -39,18 +38,17 @@ class DescentExplorer1D(Explorer):
         curve = evaluate_grid(self.cost, thetas)
         finite = curve[np.isfinite(curve)]
         if finite.size == 0:
-            raise ValueError(f"the cost is inf or nan everywhere on theta_range ({lo:g}, {hi:g})")
+            raise self._no_finite_cost(f"theta_range ({lo:g}, {hi:g})")
         pad = 0.08 * (np.ptp(finite) or 1.0)
-        self._xlim = (lo, hi)
-        self._ylim = (finite.min() - pad, finite.max() + pad)
+        self._box = (np.array([lo, finite.min() - pad]), np.array([hi, finite.max() + pad]))  # (θ, J) corners
         ax, name = self.ax, self.names[0]
         (self.curve_line,) = ax.plot(thetas, curve, color="0.3", lw=1.5, label=f"J({name})")
         (self.path_line,) = ax.plot([], [], "o-", color="tab:orange", ms=4, lw=1, alpha=0.8, label="path so far")
         (self.tangent_line,) = ax.plot([], [], "--", color="tab:green", lw=1.5, label="tangent")
         (self.point_marker,) = ax.plot([], [], "o", color="tab:blue", ms=9, zorder=5, label="current point")
         (self.edge_marker,) = ax.plot([], [], ">", color=DIVERGED_COLOR, ms=11, zorder=6)
-        ax.set_xlim(*self._xlim)
-        ax.set_ylim(*self._ylim)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(self._box[0][1], self._box[1][1])
         ax.set_xlabel(name)
         ax.set_ylabel(f"J({name})")
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize="small", ncol=4, frameon=False)
@@ -79,45 +77,38 @@ class DescentExplorer1D(Explorer):
                 artist.set_data([], [])
             return
         i = min(k, len(d.costs) - 1)
-        y_span = self._ylim[1] - self._ylim[0]
+        (x_lo, y_lo), (x_hi, y_hi) = self._box
+        cap = Y_CAP_SPANS * (y_hi - y_lo)
         xs = list(self.path[: i + 1])
-        ys = list(np.clip(d.costs[: i + 1], self._ylim[0] - Y_CAP_SPANS * y_span, self._ylim[1] + Y_CAP_SPANS * y_span))
-        lo_hi = (np.array(self._xlim[:1] + self._ylim[:1]), np.array(self._xlim[1:] + self._ylim[1:]))
+        ys = list(np.clip(d.costs[: i + 1], y_lo - cap, y_hi + cap))
         if self._diverged_by(k):
-            # The next step left for good: show it leaving through the edge it was heading for.
-            heading = -np.sign(self.slopes[i])
-            x_edge = exit_point([xs[-1]], [heading], *(np.array([b]) for b in self._xlim))[0]
-            y_edge = float(np.clip(ys[-1], *self._ylim))
-            xs.append(x_edge)
-            ys.append(y_edge)
-            self._show_point(None)
-            self._show_edge((x_edge, y_edge), lo_hi)
+            # The next step left for good: show it leaving through the side it was heading for.
+            x_edge = x_hi if self.slopes[i] < 0 else x_lo if self.slopes[i] > 0 else np.clip(xs[-1], x_lo, x_hi)
+            edge = np.array([x_edge, np.clip(ys[-1], y_lo, y_hi)])
+            xs.append(edge[0])
+            ys.append(edge[1])
+            off_plot = True
+        else:
+            edge, off_plot = clip_to_box(np.array([xs[-1], d.costs[i]]), *self._box)
+        if off_plot:
+            self.point_marker.set_data([], [])
+            self.edge_marker.set_marker(self._pointing(edge))
+            self.edge_marker.set_data([edge[0]], [edge[1]])
             self.tangent_line.set_data([], [])
         else:
-            shown, off_plot = clip_to_box(np.array([xs[-1], d.costs[i]]), *lo_hi)
-            if off_plot:
-                self._show_point(None)
-                self._show_edge(shown, lo_hi)
-                self.tangent_line.set_data([], [])
-            else:
-                self._show_point(shown)
-                self.edge_marker.set_data([], [])
-                self.tangent_line.set_data(*self._tangent(xs[-1], d.costs[i], self.slopes[i]))
+            self.point_marker.set_data([xs[-1]], [d.costs[i]])
+            self.edge_marker.set_data([], [])
+            self.tangent_line.set_data(*self._tangent(xs[-1], d.costs[i], self.slopes[i]))
         self.path_line.set_data(xs, ys)
 
-    def _show_point(self, point):
-        self.point_marker.set_data(([], []) if point is None else ([point[0]], [point[1]]))
-
-    def _show_edge(self, point, lo_hi):
-        lo, hi = lo_hi
-        marker = ">" if point[0] >= hi[0] else "<" if point[0] <= lo[0] else "^" if point[1] >= hi[1] else "v"
-        self.edge_marker.set_marker(marker)
-        self.edge_marker.set_data([point[0]], [point[1]])
+    def _pointing(self, edge):
+        """A triangle marker pointing off the side of the axes that ``edge`` lies on."""
+        (x_lo, _), (x_hi, y_hi) = self._box
+        return ">" if edge[0] >= x_hi else "<" if edge[0] <= x_lo else "^" if edge[1] >= y_hi else "v"
 
     def _tangent(self, theta, J, slope):
         """End points of the tangent at (θ, J), drawn with the same on-screen length at any slope."""
-        x_span = self._xlim[1] - self._xlim[0]
-        y_span = self._ylim[1] - self._ylim[0]
+        x_span, y_span = self._box[1] - self._box[0]
         half = TANGENT_HALF / np.hypot(1 / x_span, slope / y_span)
         return [theta - half, theta + half], [J - slope * half, J + slope * half]
 
@@ -127,7 +118,7 @@ class DescentExplorer1D(Explorer):
             return self._diverged_html(k)
         name, lr = self.names[0], self.lr.value
         theta, J, slope = self.path[k], d.costs[k], self.slopes[k]
-        off_plot = not (self._xlim[0] <= theta <= self._xlim[1] and self._ylim[0] <= J <= self._ylim[1])
+        off_plot = clip_to_box(np.array([theta, J]), *self._box)[1]
         return (
             f"<b>step {k}</b> &nbsp; {name} = {num(theta)} &nbsp; J({name}) = {num(J)} &nbsp; "
             f"slope dJ/d{name} = {num(slope)} &nbsp; next {name} = {name} − η·slope = {num(theta - lr * slope)}"

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .descent import evaluate_grid
-from .explorer_base import DIVERGED_COLOR, Explorer, check_inside, check_range, clip_to_box, exit_point, num, start_slider
+from .explorer_base import DIVERGED_COLOR, Explorer, check_inside, check_range, clip_to_box, num, start_slider
 
 CONTOUR_LEVELS = 14
 
@@ -34,7 +34,6 @@ class DescentExplorer2D(Explorer):
                                     "gradlab-start-b")
         self.starts = (self.start_w, self.start_b)
         self._setup(cost, lr, lr_range, max_steps, [w_lo, b_lo], [w_hi, b_hi], figsize, interval)
-        self._recompute()  # a cost autograd cannot use fails here, before the grid is evaluated
         self._build_plot(grid)
         self.add_class("gradlab-explorer-2d")
         self._finish()
@@ -44,7 +43,7 @@ class DescentExplorer2D(Explorer):
         J = evaluate_grid(self.cost, W, B)
         finite = J[np.isfinite(J)]
         if finite.size == 0:
-            raise ValueError("the cost is inf or nan everywhere on the (w, b) grid")
+            raise self._no_finite_cost("the (w, b) grid")
         # Levels at quantiles of J, so the floor of a steep bowl gets contours too, not only its walls.
         levels = np.unique(np.quantile(finite, np.linspace(0, 1, CONTOUR_LEVELS + 1)))
         ax = self.ax
@@ -123,3 +122,15 @@ class DescentExplorer2D(Explorer):
             f"∂J/∂{w_name} = {num(gw)} &nbsp; ∂J/∂{b_name} = {num(gb)} &nbsp; |∇J| = {num(np.hypot(gw, gb))}"
             + (" &nbsp; <i>(off the plot: red cross at the edge)</i>" if off_plot else "")
         )
+
+
+def exit_point(point, direction, lo, hi):
+    """Where the ray from ``point`` along ``direction`` leaves the box [lo, hi] (``point`` clipped first)."""
+    point, _ = clip_to_box(np.asarray(point, float), lo, hi)
+    direction = np.asarray(direction, float)
+    moving = direction != 0
+    if not np.any(moving):
+        return point
+    bound = np.where(direction > 0, hi, lo)
+    t = np.min((bound[moving] - point[moving]) / direction[moving])
+    return np.clip(point + t * direction, lo, hi)

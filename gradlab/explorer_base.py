@@ -24,8 +24,9 @@ DIVERGED_COLOR = "#c0392b"
 class Explorer(widgets.VBox):
     """Base of DescentExplorer1D/2D: a VBox of figure, readout and controls.
 
-    Subclasses build ``self.starts`` (start sliders) and their artists, then call ``_finish``; they
-    implement ``_start_point()``, ``_draw(k)`` (move artists for step k) and ``_readout_html(k)``.
+    Subclasses build ``self.starts`` (start sliders), call ``_setup``, draw their artists on ``self.ax``,
+    then call ``_finish``; they implement ``_start_point()``, ``_draw(k)`` (move the artists for step k)
+    and ``_readout_html(k)``.
     """
 
     names = ("θ",)
@@ -35,6 +36,7 @@ class Explorer(widgets.VBox):
         self.max_steps = check_steps(max_steps)
         self._low, self._high = np.asarray(low, float), np.asarray(high, float)
         self.lr = lr_slider(lr, lr_range)
+        self._recompute()  # a cost autograd cannot use fails here, before a figure exists
         self.step = widgets.IntSlider(
             value=0, min=0, max=self.max_steps, description="step k", tooltip="how many descent steps to show",
             style={"description_width": "initial"}, layout=widgets.Layout(width="420px"),
@@ -52,7 +54,10 @@ class Explorer(widgets.VBox):
         with plt.ioff():  # a widget backend would otherwise display the canvas a second time
             self.fig, self.ax = plt.subplots(figsize=figsize)
         self.view, self._refresh = figure_view(self.fig)
-        self.descent = None
+
+    def _no_finite_cost(self, where):
+        plt.close(self.fig)  # the explorer is not made, so its figure must not linger in pyplot
+        return ValueError(f"the cost is inf or nan everywhere on {where}: choose a range where it is defined")
 
     def _finish(self):
         """Lay out the widgets, wire the observers and draw step 0 (the path is already computed)."""
@@ -181,18 +186,6 @@ def clip_to_box(point, lo, hi):
     """``point`` clipped into the box [lo, hi] and whether it had to be."""
     clipped = np.clip(point, lo, hi)
     return clipped, bool(np.any(clipped != point))
-
-
-def exit_point(point, direction, lo, hi):
-    """Where the ray from ``point`` along ``direction`` leaves the box [lo, hi] (``point`` clipped first)."""
-    point, _ = clip_to_box(np.asarray(point, float), lo, hi)
-    direction = np.asarray(direction, float)
-    moving = direction != 0
-    if not np.any(moving):
-        return point
-    bound = np.where(direction > 0, hi, lo)
-    t = np.min((bound[moving] - point[moving]) / direction[moving])
-    return np.clip(point + t * direction, lo, hi)
 
 
 def num(value):

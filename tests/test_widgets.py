@@ -198,7 +198,19 @@ def test_controls_carry_css_classes_descriptions_and_the_play_link():
         assert (link.source, link.target) == ((explorer.play, "value"), (explorer.step, "value"))
 
 
-def test_bad_input_gets_a_clear_message():
+def test_a_start_where_the_cost_is_nan_draws_nothing_and_says_so():
+    ex = DescentExplorer1D(lambda t: (torch.log(t) - 0.5) ** 2, theta_range=(-1.0, 3.0), start=-0.5, lr=0.1)
+    assert ex.diverged_at == 0 and len(ex.path) == 0
+    assert "no descent from this start" in ex.readout.value
+    assert all(len(line.get_xdata()) == 0 for line in (ex.path_line, ex.point_marker, ex.tangent_line))
+    ex.start.value = 2.0
+    assert ex.diverged_at is None and "step 0" in ex.readout.value
+
+
+def test_bad_input_gets_a_clear_message_and_leaves_no_figure():
+    figures = plt.get_fignums()
+    with pytest.raises(ValueError, match="inf or nan everywhere"):
+        DescentExplorer1D(lambda t: torch.log(-t - 10) + 0 * t, start=4.0)
     with pytest.raises(ValueError, match="lr = 50.0 is outside"):
         DescentExplorer1D(quadratic, lr=50.0)
     with pytest.raises(ValueError, match="start = 9.0 is outside"):
@@ -209,6 +221,7 @@ def test_bad_input_gets_a_clear_message():
         DescentExplorer1D(lambda t: torch.tensor((t.item() - 1) ** 2))
     with pytest.raises(ValueError, match="max_steps"):
         DescentExplorer2D(lambda w, b: w ** 2 + b ** 2, max_steps=0)
+    assert plt.get_fignums() == figures
 
 
 def test_grid_falls_back_to_pointwise_when_broadcasting_gives_other_values():
