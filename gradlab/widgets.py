@@ -5,8 +5,11 @@
 >>> ex   # in a notebook: the plot, a readout and the controls; `%matplotlib widget` makes it smooth
 
 Each explorer is an ``ipywidgets.VBox``. ``ex.step.value = 10`` (or Play in the browser) shows step
-10; ``ex.show_step(k)`` draws one frame. See explorer1d.py and explorer2d.py for the details and
-explorer_base.py for how the figure is shown under widget and non-widget matplotlib backends.
+10; the whole path is computed when lr or the start changes, so a frame only moves artists.
+``ex.show_step(k)`` is one frame, for timing: under ipympl it ends with ``fig.canvas.draw_idle()``
+(the canvas renders when the browser asks for the image); under any other backend it renders a PNG
+into an ``ipywidgets.Image`` (see explorer_base.py), so it costs a full render (about 50 ms here).
+Details: explorer1d.py, explorer2d.py; the descent itself: descent.py.
 Stable CSS classes for browser tests: gradlab-explorer (and -1d / -2d), gradlab-figure, gradlab-lr,
 gradlab-start (1-D) or gradlab-start-w / gradlab-start-b (2-D), gradlab-step, gradlab-play,
 gradlab-readout; a diverged readout contains a span.gradlab-diverged.
