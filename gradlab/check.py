@@ -1,0 +1,322 @@
+"""Compare a gradient computed by hand with a reference, and tell the student what went wrong.
+
+    compare(name, got, expected)       -> Comparison; never raises on anything a student passes in
+    check_grad(name, got, expected)    -> the Comparison if right, else AssertionError explaining why
+    report([comparison, ...])          -> one table: str() gives text, a notebook shows HTML
+    autograd_grads(fn, *inputs)        -> the reference: torch autograd on detached copies
+    numerical_grads(fn, *inputs)       -> the third opinion: central differences in float64
+
+A Comparison's status is one of
+    "exact"  equal bit for bit once both are float64 on the CPU;
+    "close"  within tolerance;
+    "wrong"  comparable but outside tolerance, or in a shape that lines up with the expected one only
+             after a transpose or a reshape of size-1 dimensions (those values are still compared, and
+             the shape alone makes it wrong, because the next step would broadcast it wrongly);
+    "error"  not comparable at all: None, a list, a string, or a shape whose values cannot be matched
+             one to one with the expected ones.
+
+Tolerance. An answer is within tolerance when every element satisfies
+    |got − expected| ≤ atol · scale + rtol · |expected|,    scale = max |expected|  (1 if all are 0).
+atol is measured in units of the largest expected value because a gradient element is a sum of
+terms, and its rounding error follows the size of those terms, not of the sum, which cancellation
+can bring near 0. Defaults follow the less precise dtype of the two (see TOLERANCES): float32
+rounds at 6e-8, and a hand formula that sums hundreds of terms (784 pixels, a batch of 64) in
+another order than autograd differs by up to ~1e-6 of the scale, so rtol 1e-4 and atol 1e-5 leave
+a margin of 10-100. float64 rounds at 1e-16 and could be far tighter; 1e-7 / 1e-8 is chosen so
+that central differences in float64 (error ~1e-10 of |f|) also pass, while every real mistake (a
+sign, a factor, a missing term) moves values by far more. tests/test_check_properties.py checks both.
+"""
+import html
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import torch
+
+from . import diagnose
+
+#: (rtol, atol) per dtype; atol is in units of max |expected|.
+TOLERANCES = {
+    torch.float64: (1e-7, 1e-8),
+    torch.float32: (1e-4, 1e-5),
+    torch.float16: (1e-2, 1e-3),
+    torch.bfloat16: (2e-2, 1e-2),
+}
+SHOWN_VALUES = 6  # a student reads the message in nbgrader's feedback: a few values, never a dump
+
+_LABELS = {
+    "none": "None", "type": "not a tensor", "shape": "wrong shape", "transposed": "transposed",
+    "nan": "NaN/inf", "zeros": "all zeros", "sign": "wrong sign", "factor": "constant factor",
+    "close": "close, outside tolerance", "values": "wrong values", "placement": "other device/dtype",
+}
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing one gradient; ``str()`` is one line, ``explain()`` the full message."""
+
+    name: str
+    status: str
+    max_abs_diff: float | None = None
+    rel_err: float | None = None
+    diagnosis: str | None = None
+    kind: str | None = None  # a short fixed label for the diagnosis ("sign", "factor", ...)
+    index: tuple | None = None  # where the largest difference is, in the expected shape
+    details: list = field(default_factory=list, repr=False)  # the lines under the first line of explain()
+
+    @property
+    def ok(self):
+        return self.status in ("exact", "close")
+
+    def __str__(self):
+        diff = "" if self.max_abs_diff is None else f" | max diff {self.max_abs_diff:.2e} | rel {self.rel_err:.1e}"
+        label = f" | {_LABELS.get(self.kind, self.kind)}" if self.kind else ""
+        return f"{self.name:<16} {self.status:<5}{diff}{label}"
+
+    def explain(self, context=None):
+        """The student-facing explanation: a few short lines."""
+        where = f" ({context})" if context else ""
+        if self.ok:
+            head = f"{self.name} is right{where}" + (f": {self.diagnosis}" if self.diagnosis else ".")
+        else:
+            verdict = "could not be checked" if self.status == "error" else "is wrong"
+            head = f"{self.name} {verdict}{where}: {self.diagnosis}"
+        return "\n".join([head, *("  " + line for line in self.details)])
+
+    def _repr_html_(self):
+        return report([self])._repr_html_()
+
+
+class Report:
+    """Many comparisons as one table: ``str()`` for text, ``_repr_html_`` for a notebook."""
+
+    def __init__(self, comparisons):
+        self.comparisons = list(comparisons)
+
+    @property
+    def ok(self):
+        return all(c.ok for c in self.comparisons)
+
+    def __str__(self):
+        return "\n".join(str(c) for c in self.comparisons)
+
+    def _repr_html_(self):
+        rows = []
+        for c in self.comparisons:
+            color = "#1a7f37" if c.ok else "#cf222e"
+            diff = "" if c.max_abs_diff is None else f"{c.max_abs_diff:.2e}"
+            rel = "" if c.rel_err is None else f"{c.rel_err:.1e}"
+            cells = [
+                f'<b style="color:{color}">{"✓" if c.ok else "✗"}</b> {html.escape(c.name)}',
+                html.escape(c.status), diff, rel, html.escape(c.diagnosis or ""),
+            ]
+            rows.append("<tr>" + "".join(f'<td style="text-align:left">{x}</td>' for x in cells) + "</tr>")
+        head = "".join(f'<th style="text-align:left">{h}</th>' for h in ("gradient", "status", "max |diff|", "rel", "why"))
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def report(comparisons):
+    """One table for many comparisons (HTML in a notebook, text with ``print``)."""
+    return Report(comparisons)
+
+
+def compare(name, got, expected, *, atol=None, rtol=None):
+    """Compare a student's ``got`` with the reference ``expected``; never raises on ``got``.
+
+    ``expected`` is the grader's own tensor: a broken one raises TypeError, because blaming the student
+    for it would be wrong. NumPy arrays and Python numbers are accepted for both.
+    """
+    exp = _reference(expected)
+    expected_line = "expected: " + _summary(exp)
+    try:
+        got_t = _student_tensor(got)
+    except _Unreadable as why:
+        kind, sentence = why.args
+        return Comparison(name, "error", diagnosis=sentence, kind=kind, details=[expected_line])
+    try:
+        return _compare_tensors(name, got_t, exp, atol, rtol, expected_line, is_tensor=not isinstance(got, numbers.Number))
+    except Exception as err:  # an object that looks like a tensor but misbehaves: report it, do not crash
+        return Comparison(name, "error", diagnosis=f"could not compare it ({type(err).__name__}: {err}).",
+                          kind="type", details=[expected_line])
+
+
+def check_grad(name, got, expected, *, atol=None, rtol=None, context=None):
+    """Return the Comparison if ``got`` is right; otherwise raise AssertionError explaining the mistake."""
+    result = compare(name, got, expected, atol=atol, rtol=rtol)
+    if not result.ok:
+        raise AssertionError(result.explain(context))
+    return result
+
+
+def _compare_tensors(name, got, exp, atol, rtol, expected_line, is_tensor):
+    rtol, atol = _tolerance(got.dtype, exp.dtype, rtol, atol)
+    notes = diagnose.placement_notes(got, exp) if is_tensor else []
+    g, e = _cpu64(got), _cpu64(exp)
+    details = [expected_line, "got:      " + _summary(got)]
+    lined, shape_kind, shape_sentence = diagnose.line_up(g, e)
+    if lined is None:
+        return Comparison(name, "error", diagnosis=shape_sentence, kind=shape_kind, details=details)
+    if e.numel() == 0:
+        status = "exact" if shape_kind is None else "wrong"
+        return Comparison(name, status, 0.0, 0.0, shape_sentence, shape_kind, details=details)
+
+    diff = _abs_diff(lined, e)
+    scale = diagnose.scale_of(e)
+    allowed = torch.where(torch.isfinite(e), atol * scale + rtol * e.abs(), torch.zeros_like(e))
+    flat = int(diff.argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), e.shape))
+    max_diff = float(diff.flatten()[flat])
+    details.append(
+        f"largest difference: {max_diff:.3g} at index {index} "
+        f"(expected {diagnose.num(e.flatten()[flat])}, got {diagnose.num(lined.flatten()[flat])}); "
+        f"allowed there {float(allowed.flatten()[flat]):.1g}" + ("" if shape_kind is None else ", once lined up")
+    )
+    details += [f"note: {n}." for n in notes]
+
+    within = bool((diff <= allowed).all())
+    if within and shape_kind is None:
+        status = "exact" if torch.equal(lined, e) else "close"
+        note = "; ".join(notes) if notes else None
+        return Comparison(name, status, max_diff, max_diff / scale, note and note + ".", note and "placement",
+                          index, details)
+    if within:
+        kind, sentence = shape_kind, shape_sentence
+    else:
+        kind, sentence = diagnose.wrong_values(lined, e, rtol, atol)
+        if shape_kind is not None:
+            kind, sentence = shape_kind, f"{shape_sentence} Even lined up, {sentence}"
+    if notes and not within:
+        sentence += " Also, " + "; ".join(notes) + "."
+    return Comparison(name, "wrong", max_diff, max_diff / scale, sentence, kind, index, details)
+
+
+# --------------------------------------------------------------------------- reference gradients
+def autograd_grads(fn, *inputs):
+    """Gradients of the scalar ``fn(*inputs)`` with respect to each input, by torch autograd.
+
+    Works on detached copies, so the caller's tensors (and their ``.grad``) are never touched. An input
+    that ``fn`` does not use gets a zero gradient, which is what the derivative is.
+    """
+    copies = [_input_copy(x, i).requires_grad_(True) for i, x in enumerate(inputs)]
+    with torch.enable_grad():
+        out = fn(*copies)
+        if not isinstance(out, torch.Tensor) or out.numel() != 1:
+            raise ValueError(f"fn must return a tensor with one element (a scalar), got {_describe(out)}")
+        grads = torch.autograd.grad(out.reshape(()), copies, allow_unused=True)
+    return tuple(torch.zeros_like(c) if g is None else g.detach() for c, g in zip(copies, grads))
+
+
+def numerical_grads(fn, *inputs, eps=1e-6):
+    """Central differences (f(x + eps) − f(x − eps)) / 2eps for every element, all in float64.
+
+    The third opinion besides the hand formula and autograd. float64 matters: in float32 the
+    difference of two nearly equal losses keeps only a digit or two. Returns float64 gradients
+    on each input's device; costs two calls of ``fn`` per element, so keep the inputs small.
+    """
+    copies = [_input_copy(x, i).to(torch.float64) for i, x in enumerate(inputs)]
+    grads = []
+    with torch.no_grad():
+        for x in copies:
+            grad = torch.zeros_like(x)
+            flat_x, flat_g = x.view(-1), grad.view(-1)
+            for k in range(flat_x.numel()):
+                saved = float(flat_x[k])
+                flat_x[k] = saved + eps
+                plus = _scalar(fn(*copies))
+                flat_x[k] = saved - eps
+                minus = _scalar(fn(*copies))
+                flat_x[k] = saved
+                flat_g[k] = (plus - minus) / (2 * eps)
+            grads.append(grad)
+    return tuple(grads)
+
+
+def _input_copy(x, i):
+    t = torch.as_tensor(x)
+    if not t.is_floating_point():
+        raise TypeError(f"input {i} is {t.dtype}: only floating-point inputs have gradients (capture others in fn)")
+    return t.detach().clone()
+
+
+def _scalar(out):
+    if isinstance(out, torch.Tensor):
+        if out.numel() != 1:
+            raise ValueError(f"fn must return a scalar, got {_describe(out)}")
+        return float(out)
+    return float(out)
+
+
+# --------------------------------------------------------------------------- reading answers
+class _Unreadable(Exception):
+    """Raised with (kind, sentence) when a student's answer is not a tensor or a number."""
+
+
+def _student_tensor(x):
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    elif isinstance(x, numbers.Real) and not isinstance(x, bool):
+        t = torch.tensor(float(x), dtype=torch.float64)
+    elif hasattr(x, "__array__") and not isinstance(x, (list, tuple, str)):
+        t = _from_numpy(x)
+    else:
+        raise _Unreadable(*diagnose.not_a_tensor(x))
+    if t.is_sparse:
+        t = t.to_dense()
+    if t.is_complex():
+        raise _Unreadable("type", f"got complex numbers ({t.dtype}); a gradient of a real loss is real.")
+    if t.device.type == "meta":
+        raise _Unreadable("type", "got a tensor on the 'meta' device, which holds no values.")
+    return t
+
+
+def _from_numpy(x):
+    import numpy as np  # only when a NumPy value arrives
+
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise _Unreadable("type", f"got a NumPy array of {arr.dtype}, not of numbers.")
+    return torch.from_numpy(np.array(arr, copy=True))
+
+
+def _reference(expected):
+    try:
+        return _student_tensor(expected)
+    except _Unreadable as why:
+        raise TypeError(f"the expected gradient is unusable: {why.args[1]}") from None
+
+
+def _tolerance(got_dtype, exp_dtype, rtol, atol):
+    """(rtol, atol): given ones win; otherwise the defaults of the less precise floating dtype."""
+    floats = [d for d in (got_dtype, exp_dtype) if d.is_floating_point]
+    if floats:
+        coarsest = max(floats, key=lambda d: torch.finfo(d).eps)
+        default = TOLERANCES.get(coarsest, TOLERANCES[torch.float32])
+    else:
+        default = (0.0, 0.0)  # integers compare exactly
+    return (default[0] if rtol is None else rtol), (default[1] if atol is None else atol)
+
+
+def _cpu64(t):
+    return t.to(device="cpu", dtype=torch.float64)
+
+
+def _abs_diff(got, expected):
+    """|got − expected|, with matching NaN/inf in both counted as equal and any other NaN as inf."""
+    diff = (got - expected).abs()
+    same = ~torch.isfinite(expected) & ((got == expected) | (got.isnan() & expected.isnan()))
+    return torch.nan_to_num(torch.where(same, torch.zeros_like(diff), diff), nan=math.inf, posinf=math.inf)
+
+
+def _summary(t):
+    """'shape (3, 4) float32 on cpu: [0.1, -2, …] (12 values)' with at most SHOWN_VALUES values."""
+    flat = t.detach().flatten()
+    shown = ", ".join(diagnose.num(v) for v in flat[:SHOWN_VALUES].to("cpu", torch.float64).tolist())
+    more = f", … ({flat.numel()} values)" if flat.numel() > SHOWN_VALUES else ""
+    dtype = str(t.dtype).replace("torch.", "")
+    return f"shape {tuple(t.shape)} {dtype} on {t.device}: [{shown}{more}]"
+
+
+def _describe(x):
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    return type(x).__name__

@@ -1,0 +1,227 @@
+"""Recognise the usual mistakes in a hand-computed gradient and name them in plain words.
+
+``gradlab.check`` decides *whether* an answer is right; this module says *why* it is not. Each
+function returns ``(kind, sentence)``: ``kind`` is a short fixed label that tests and tables use
+("sign", "factor", "transposed", ...), ``sentence`` is what the student reads.
+
+The rules run in a fixed order and the first that fits wins, because the cases overlap:
+NaN/inf beats everything (nothing else can be judged); all-zeros beats "factor 0"; a ratio of −1
+is called a wrong sign, not a factor; a square matrix that equals the transpose of the expected one
+is called transposed before any factor is tried.
+"""
+import torch
+
+# A ratio that is this close (relatively) to an integer k or to 1/k is named "k" or "1/k".
+NICE_RATIO = 1e-3
+SIGN = "every value has the wrong sign. Check the sign of each term (for example y − ŷ versus ŷ − y)."
+
+
+def within(got, expected, rtol, atol, scale):
+    """Elementwise |got − expected| ≤ atol·scale + rtol·|expected| (float64 CPU tensors, same shape)."""
+    return bool(((got - expected).abs() <= atol * scale + rtol * expected.abs()).all())
+
+
+def num(x):
+    return f"{float(x):.4g}"
+
+
+def shape_str(shape):
+    return str(tuple(shape))
+
+
+# --------------------------------------------------------------------------- not a tensor at all
+def not_a_tensor(x):
+    """Why ``x`` cannot be read as a tensor: ``(kind, sentence)``."""
+    if x is None:
+        return "none", "got None: the function returned nothing. Is a `return` missing, or is the stub still there?"
+    if isinstance(x, bool):
+        return "type", f"got {x}, a bool: a gradient is a tensor of numbers."
+    if isinstance(x, (list, tuple)):
+        what = type(x).__name__
+        if x and all(isinstance(v, torch.Tensor) for v in x):
+            return "type", (
+                f"got a {what} of {len(x)} tensors, not one tensor. If these are several gradients, "
+                "return (or unpack) the one asked for; if they are pieces of one, join them with torch.stack(...)."
+            )
+        return "type", f"got a {what} of {len(x)} items, not a tensor: build one with torch.tensor(...)."
+    if isinstance(x, str):
+        return "type", f"got the string {x[:40]!r}, not a tensor."
+    return "type", f"got a {type(x).__name__}, not a tensor or a number."
+
+
+# --------------------------------------------------------------------------- shapes
+def line_up(got, expected):
+    """Put ``got`` into ``expected``'s shape when its values can be matched one to one.
+
+    Returns ``(got_lined_up or None, kind, sentence)``; ``kind`` is None when the shapes agree.
+    A transposed matrix and a shape that differs only in size-1 dimensions (the (N,) vs (N, 1) trap)
+    can be lined up, so their values are still compared; any other shape cannot.
+    """
+    g_shape, e_shape = tuple(got.shape), tuple(expected.shape)
+    if g_shape == e_shape:
+        return got, None, None
+    said = f"shape {shape_str(g_shape)} but expected {shape_str(e_shape)}"
+    if got.dim() == 2 and expected.dim() == 2 and g_shape == e_shape[::-1]:
+        return got.T, "transposed", f"{said}: it is transposed. Check the order in your matrix product, or use .T."
+    if got.numel() == expected.numel() and _squeezed(g_shape) == _squeezed(e_shape):
+        return got.reshape(e_shape), "shape", (
+            f"{said}. The numbers line up, but the shape does not: mixing (N,) and (N, 1) makes "
+            "broadcasting build an (N, N) matrix in the next step. Use .reshape(...) or keepdim=True to match."
+        )
+    return None, "shape", f"{said}. {_shape_hint(got, expected)}".rstrip()
+
+
+def _squeezed(shape):
+    return tuple(s for s in shape if s != 1)
+
+
+def _shape_hint(got, expected):
+    g_shape, e_shape = tuple(got.shape), tuple(expected.shape)
+    vector = _squeezed(e_shape)
+    if len(vector) == 1 and g_shape == (vector[0], vector[0]) and vector[0] > 1:
+        return (
+            "A square matrix where a vector was expected is the broadcasting trap: a (N,) tensor "
+            "combined with a (N, 1) tensor broadcasts to (N, N). Make both the same shape first."
+        )
+    if got.numel() == 1 and expected.numel() > 1:
+        return "A single number where a tensor was expected: did a .sum() or .mean() run over every dimension?"
+    if g_shape[1:] == e_shape and got.dim() > expected.dim():
+        hint = f"There is an extra first dimension of size {g_shape[0]} (one row per example?)"
+        if got.dim() >= 1 and within(got.sum(dim=0), expected, 1e-6, 1e-6, scale_of(expected)):
+            return hint + ": summing it over dim=0 gives the expected values."
+        return hint + ": should it be summed over the batch, .sum(dim=0)?"
+    if g_shape == e_shape[1:]:
+        return f"The first dimension (size {e_shape[0]}) is missing: was it summed or averaged away?"
+    return ""
+
+
+def scale_of(expected):
+    """The magnitude tolerances are measured against: the largest finite |expected|, or 1 if that is 0."""
+    finite = expected[torch.isfinite(expected)].abs()
+    biggest = float(finite.max()) if finite.numel() else 0.0
+    return biggest if biggest > 0 else 1.0
+
+
+# --------------------------------------------------------------------------- values
+def wrong_values(got, expected, rtol, atol):
+    """Name the mistake in ``got`` (same shape as ``expected``, float64 CPU, not within tolerance)."""
+    scale = scale_of(expected)
+
+    def fits(candidate, factor=1.0):
+        return within(candidate, expected, rtol * abs(factor), atol * abs(factor), scale)
+
+    finite = torch.isfinite(expected)
+    bad = finite & ~torch.isfinite(got)
+    if bad.any():
+        return "nan", _nonfinite(got, bad)
+    if bool((got == 0).all()) and bool((expected != 0).any()):
+        return "zeros", (
+            "every value is 0. Is the gradient never written into (a fresh torch.zeros that stays "
+            "empty), or is the upstream gradient multiplied in as 0?"
+        )
+    if bool((expected[finite] == 0).all()):
+        return "values", "expected every value to be 0 here (this input does not affect the output), but yours are not."
+    if got.dim() == 2 and got.shape[0] == got.shape[1] > 1 and fits(got.T):
+        return "transposed", "it is the transpose of the expected matrix. Check the order in your matrix product, or use .T."
+    if fits(-got):
+        return "sign", SIGN
+    factor = _factor(got, expected, fits, scale * atol)
+    if factor is not None:
+        return factor
+    if fits(got, 100.0):
+        return "close", _close(got, expected, rtol, atol, scale)
+    return "values", _partly_wrong(got, expected, rtol, atol, scale)
+
+
+def _nonfinite(got, bad):
+    count, total = int(bad.sum()), bad.numel()
+    first = tuple(int(i) for i in bad.nonzero()[0])
+    kinds = " and ".join(w for w, m in (("NaN", got.isnan()), ("inf", got.isinf())) if bool((m & bad).any()))
+    return (
+        f"{count} of {total} values are {kinds} (the first at index {first}). NaN comes from 0/0, log of 0 "
+        "or a negative number, or inf − inf; inf from dividing by 0 or exp of a large number."
+    )
+
+
+def _factor(got, expected, fits, negligible):
+    """``(kind, sentence)`` for got = r · expected with one constant r, or None when there is no such r."""
+    r = float((got * expected).sum() / (expected * expected).sum())  # least-squares ratio
+    if r == 0 or not fits(got / r, 1.0):
+        return None
+    informative = int((expected.abs() > negligible).sum())
+    name, hint = _name_ratio(abs(r))
+    if name == "1":  # r is within rounding of ±1: a sign mistake, or merely close
+        return ("sign", SIGN) if r < 0 else None
+    if informative < 2 and name is None:
+        return None  # with one value any ratio is "consistent": only a recognisable one means something
+    every = "every value is" if informative >= 2 else "it is"
+    sign = "−" if r < 0 else ""
+    shown = f"{sign}{name}" if name else num(r)
+    sentence = f"{every} {shown} × the expected one"
+    if r < 0:
+        return "factor", f"{sentence}: the sign is wrong, and {hint or 'a constant factor is off.'}"
+    return "factor", f"{sentence}: {hint or 'a constant factor is off (a scale, a learning rate, a wrong constant?)'}"
+
+
+def _name_ratio(a):
+    """``(name, hint)`` for a positive ratio a: ('2', ...), ('1/64', ...), or (None, None)."""
+    k = round(a)
+    if k >= 2 and abs(a - k) <= NICE_RATIO * k:
+        if k == 2:
+            return "2", "an extra factor 2 (is there a ½ in the loss, or a term counted twice?)."
+        return str(k), f"did you forget to divide by N (N = {k}?)?"
+    m = round(1 / a)
+    if m >= 2 and abs(1 / a - m) <= NICE_RATIO * m:
+        if m == 2:
+            return "½", "a missing factor 2 (the derivative of x² is 2x)?"
+        return f"1/{m}", f"an extra division by N (N = {m}?), or a mean where a sum was wanted?"
+    if abs(a - 1) <= NICE_RATIO:
+        return "1", None
+    return None, None
+
+
+def _close(got, expected, rtol, atol, scale):
+    rel = float((got - expected).abs().max()) / scale
+    sentence = (
+        f"close, but outside the tolerance: the largest difference is {rel:.1e} of the largest expected value "
+        f"(allowed: about {atol + rtol:.0e})."
+    )
+    if rtol < 1e-5 and within(got, expected, 1e-4, 1e-5, scale):
+        return sentence + " That is float32 precision: did part of your computation run in float32?"
+    return sentence + " Rounding alone rarely does this: is a small term missing, or an ε added?"
+
+
+def _partly_wrong(got, expected, rtol, atol, scale):
+    wrong = (got - expected).abs() > atol * scale + rtol * expected.abs()
+    count, total = int(wrong.sum()), wrong.numel()
+    if count == total:
+        return "the values are different. Check your formula against the chain rule, one factor at a time."
+    where = ""
+    if got.dim() == 2 and got.shape[0] > 1 and got.shape[1] > 1:
+        rows, cols = wrong.any(dim=1).nonzero().flatten(), wrong.any(dim=0).nonzero().flatten()
+        if len(rows) == 1:
+            where = f" They are all in row {int(rows[0])}."
+        elif len(cols) == 1:
+            where = f" They are all in column {int(cols[0])}."
+    return f"{count} of {total} values are wrong; the others are right.{where}"
+
+
+# --------------------------------------------------------------------------- device and dtype
+def placement_notes(got, expected):
+    """Sentences about device and dtype differences; they explain but do not fail an answer."""
+    notes = []
+    if got.device != expected.device:
+        notes.append(
+            f"yours is on {got.device} but the expected gradient is on {expected.device} "
+            "(compared on the CPU); create tensors with device=x.device"
+        )
+    if got.dtype != expected.dtype:
+        notes.append(
+            f"yours is {_dtype(got.dtype)} but the expected gradient is {_dtype(expected.dtype)} "
+            "(compared with the tolerance of the less precise)"
+        )
+    return notes
+
+
+def _dtype(dtype):
+    return str(dtype).replace("torch.", "")
