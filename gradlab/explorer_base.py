@@ -7,7 +7,8 @@ matplotlib backend:
   placed in the explorer and each frame calls ``fig.canvas.draw_idle()``: smooth, no flicker;
 * any other backend (inline, Agg under nbclient or pytest): the explorer shows an
   ``ipywidgets.Image`` holding a PNG of the same figure, re-rendered on every frame. It still animates
-  in a live kernel, only less smoothly.
+  in a live kernel, only less smoothly. The figure is closed in pyplot (it renders all the same), so
+  the inline backend does not print a second, static copy of it.
 """
 import io
 import math
@@ -122,6 +123,9 @@ def figure_view(fig):
         fig.canvas.footer_visible = False
         fig.canvas.add_class("gradlab-figure")
         return fig.canvas, fig.canvas.draw_idle
+    # The explorer draws this figure itself; left in pyplot, the inline backend would also show it as
+    # a stray static copy at the end of the cell (it happens when the backend is resolved inside ioff).
+    plt.close(fig)
     image = widgets.Image(format="png")
     image.add_class("gradlab-figure")
 

@@ -231,6 +231,7 @@ def test_grid_falls_back_to_pointwise_when_broadcasting_gives_other_values():
     np.testing.assert_allclose(values, (grid - 1) ** 2 + grid)
 
 
+@pytest.mark.slow
 def test_widget_backend_embeds_the_canvas_and_draws_idle():
     # ipympl's canvas is itself an ipywidget; run in a fresh interpreter so this test's backend stays Agg.
     script = (
@@ -248,3 +249,25 @@ def test_widget_backend_embeds_the_canvas_and_draws_idle():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.slow
+def test_in_a_kernel_each_explorer_is_one_widget_output_and_no_stray_figure():
+    # The default backend is resolved lazily inside the explorer; the inline backend must not add a
+    # static copy of the figure. Then the same under ipympl, in the same kernel to save a start.
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    cells = [
+        "import torch\nfrom gradlab.widgets import DescentExplorer1D, DescentExplorer2D\n"
+        "ex = DescentExplorer1D(lambda t: (t - 1) ** 2)\nex",
+        "ex.step.value = 3\nex2 = DescentExplorer2D(lambda w, b: w ** 2 + b ** 2, grid=20)\nex2",
+        "%matplotlib widget\nex3 = DescentExplorer1D(lambda t: (t - 1) ** 2)\nex3.step.value = 2\nex3",
+        "print(type(ex.view).__name__, type(ex3.view).__name__)",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    outputs = [[sorted(o.get("data", {})) for o in cell.outputs] for cell in nb.cells[:3]]
+    view = ["application/vnd.jupyter.widget-view+json", "text/plain"]
+    assert outputs == [[view], [view], [view]]
+    assert nb.cells[3].outputs[0]["text"].split() == ["Image", "Canvas"]
