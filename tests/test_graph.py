@@ -1,0 +1,165 @@
+"""gradlab.graph reads the autograd graph correctly, names the leaves, and draws it without torchviz."""
+import sys
+import types
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+from matplotlib.text import Annotation
+from torch import nn
+
+from gradlab import graph
+
+
+def _neuron_loss():
+    X = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    y = torch.tensor([1.0, 0.0, 1.0])
+    w = torch.tensor([0.5, -0.3], requires_grad=True)
+    b = torch.tensor(0.1, requires_grad=True)
+    return ((X @ w + b - y) ** 2).mean(), w, b
+
+
+def test_the_graph_of_a_known_loss():
+    loss, w, b = _neuron_loss()
+    g = graph.build_graph(loss, {"w": w, "b": b}, name="loss")
+    assert [n.op for n in g.nodes] == [
+        "MeanBackward0", "PowBackward0", "SubBackward0", "AddBackward0", "MvBackward0", "AccumulateGrad", "AccumulateGrad",
+    ]
+    assert [(n.leaf, n.shape) for n in g.nodes if n.op == "AccumulateGrad"] == [("w", (2,)), ("b", ())]
+    assert sorted(g.edges) == [(0, 1), (1, 2), (2, 3), (3, 4), (3, 6), (4, 5)]
+    assert g.depths() == [0, 1, 2, 3, 4, 5, 4]
+
+
+def test_the_text_tree_of_a_known_loss():
+    loss, w, b = _neuron_loss()
+    assert graph.text_tree(graph.build_graph(loss, {"w": w, "b": b}, name="loss")) == "\n".join([
+        "loss  ←  MeanBackward0",
+        "└── PowBackward0",
+        "    └── SubBackward0",
+        "        └── AddBackward0",
+        "            ├── MvBackward0",
+        "            │   └── AccumulateGrad → w (2,)",
+        "            └── AccumulateGrad → b (scalar)",
+    ])
+
+
+def test_a_tensor_used_twice_has_one_leaf_node_with_two_arrows_into_it():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    h = torch.tanh(w)
+    loss = (h * h).sum() + (w**2).sum()
+    g = graph.build_graph(loss, {"w": w})
+    leaves = [i for i, n in enumerate(g.nodes) if n.leaf == "w"]
+    assert len(leaves) == 1
+    assert len([e for e in g.edges if e[1] == leaves[0]]) == 2
+    tanh = [i for i, n in enumerate(g.nodes) if n.op == "TanhBackward0"]
+    assert len(tanh) == 1 and len([e for e in g.edges if e[1] == tanh[0]]) == 2  # h * h: both factors
+    tree = graph.text_tree(g)
+    assert tree.count("TanhBackward0") == 2 and "TanhBackward0  (shared: expanded above)" in tree
+    assert tree.count("AccumulateGrad → w (2,)") == 2
+
+
+def test_every_edge_points_down_even_when_it_skips_rows():
+    loss, w, b = _neuron_loss()
+    g = graph.build_graph(loss + b, {"w": w, "b": b})  # b is reached from the root and from deep inside
+    depth = g.depths()
+    assert all(depth[a] < depth[b_] for a, b_ in g.edges)
+
+
+def test_module_parameters_are_named():
+    layer = nn.Linear(2, 1)
+    loss = nn.functional.mse_loss(layer(torch.ones(4, 2)).squeeze(1), torch.zeros(4))
+    g = graph.build_graph(loss, layer.named_parameters())
+    assert {n.leaf: n.shape for n in g.nodes if n.op == "AccumulateGrad"} == {"weight": (1, 2), "bias": (1,)}
+    assert g.nodes[0].op == "MseLossBackward0"
+
+
+def test_an_unnamed_leaf_still_shows_its_shape():
+    loss, w, b = _neuron_loss()
+    g = graph.build_graph(loss, {"w": w})
+    assert "AccumulateGrad → unnamed leaf (scalar)" in graph.text_tree(g)
+
+
+def test_a_leaf_tensor_is_a_graph_of_one_node():
+    w = torch.zeros(3, requires_grad=True)
+    g = graph.build_graph(w, {"w": w})
+    assert [(n.op, n.leaf, n.shape) for n in g.nodes] == [("AccumulateGrad", "w", (3,))] and g.edges == []
+
+
+def test_bad_input_gets_a_clear_message():
+    with pytest.raises(ValueError, match="no autograd graph"):
+        graph.build_graph(torch.ones(3) * 2)
+    with pytest.raises(ValueError, match="no autograd graph"):
+        with torch.no_grad():
+            graph.build_graph(torch.ones(3, requires_grad=True) * 2)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        graph.build_graph(3.0)
+    loss, w, b = _neuron_loss()
+    with pytest.raises(TypeError, match="params should map names to tensors"):
+        graph.build_graph(loss, {"w": [1.0, 2.0]})
+
+
+def test_the_drawing_has_a_box_per_node_and_an_arrow_per_edge():
+    loss, w, b = _neuron_loss()
+    g = graph.build_graph(loss, {"w": w, "b": b}, name="loss")
+    fig = graph.draw(g)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    arrows = [c for c in ax.get_children() if isinstance(c, Annotation)]
+    boxes = [t for t in ax.texts if not isinstance(t, Annotation)]
+    assert len(arrows) == len(g.edges) and len(boxes) == len(g.nodes)
+    labels = [t.get_text() for t in boxes]
+    assert "loss\nMeanBackward0" in labels and "AccumulateGrad\nw (2,)" in labels
+    for arrow in arrows:  # the gradient flows down, from the loss to the leaves
+        assert arrow.xy[1] < arrow.xyann[1]
+    fig.canvas.draw()  # renders without error, arrows clipped at the boxes
+
+
+def test_draw_uses_a_given_axes():
+    loss, w, b = _neuron_loss()
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert graph.draw(graph.build_graph(loss), ax=ax) is fig
+
+
+def _capture_display(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    return shown
+
+
+def test_show_without_torchviz_prints_the_tree_and_displays_a_figure(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torchviz", None)  # import torchviz → ImportError
+    shown = _capture_display(monkeypatch)
+    loss, w, b = _neuron_loss()
+    assert graph.show(loss, {"w": w, "b": b}) is None
+    assert "AccumulateGrad → w (2,)" in capsys.readouterr().out
+    assert len(shown) == 1 and isinstance(shown[0], Figure)
+
+
+def _fake_torchviz(monkeypatch, calls):
+    def make_dot(tensor, params=None):
+        calls.append(params)
+        return "a graphviz drawing"
+    monkeypatch.setitem(sys.modules, "torchviz", types.SimpleNamespace(make_dot=make_dot))
+
+
+def test_show_uses_torchviz_where_it_and_graphviz_are_installed(monkeypatch, capsys):
+    calls = []
+    _fake_torchviz(monkeypatch, calls)
+    monkeypatch.setattr(graph.shutil, "which", lambda name: "/usr/bin/dot")
+    shown = _capture_display(monkeypatch)
+    loss, w, b = _neuron_loss()
+    graph.show(loss, {"w": w, "b": b})
+    assert shown == ["a graphviz drawing"]
+    assert calls == [{"w": w, "b": b}]
+    assert capsys.readouterr().out == ""
+
+
+def test_show_falls_back_when_graphviz_dot_is_missing(monkeypatch):
+    calls = []
+    _fake_torchviz(monkeypatch, calls)
+    monkeypatch.setattr(graph.shutil, "which", lambda name: None)
+    shown = _capture_display(monkeypatch)
+    loss, w, b = _neuron_loss()
+    graph.show(loss, {"w": w, "b": b})
+    assert calls == [] and isinstance(shown[0], Figure)
