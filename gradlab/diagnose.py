@@ -16,9 +16,9 @@ NICE_RATIO = 1e-3
 SIGN = "every value has the wrong sign. Check the sign of each term (for example y − ŷ versus ŷ − y)."
 
 
-def within(got, expected, rtol, atol, scale):
-    """Elementwise |got − expected| ≤ atol·scale + rtol·|expected| (float64 CPU tensors, same shape)."""
-    return bool(((got - expected).abs() <= atol * scale + rtol * expected.abs()).all())
+def within(got, expected, rtol, atol):
+    """Elementwise |got − expected| ≤ atol + rtol·|expected| (float64 CPU tensors, same shape)."""
+    return bool(((got - expected).abs() <= atol + rtol * expected.abs()).all())
 
 
 def num(x):
@@ -87,9 +87,11 @@ def _shape_hint(got, expected):
         return "A single number where a tensor was expected: did a .sum() or .mean() run over every dimension?"
     if g_shape[1:] == e_shape and got.dim() > expected.dim():
         hint = f"There is an extra first dimension of size {g_shape[0]} (one row per example?)"
-        if got.dim() >= 1 and within(got.sum(dim=0), expected, 1e-6, 1e-6, scale_of(expected)):
+        if got.dim() >= 1 and within(got.sum(dim=0), expected, 1e-6, 1e-6 * scale_of(expected)):
             return hint + ": summing it over dim=0 gives the expected values."
         return hint + ": should it be summed over the batch, .sum(dim=0)?"
+    if got.numel() == expected.numel():
+        return "It has the right number of values: did a .view or .reshape use the wrong shape?"
     if g_shape == e_shape[1:]:
         return f"The first dimension (size {e_shape[0]}) is missing: was it summed or averaged away?"
     return ""
@@ -104,11 +106,11 @@ def scale_of(expected):
 
 # --------------------------------------------------------------------------- values
 def wrong_values(got, expected, rtol, atol):
-    """Name the mistake in ``got`` (same shape as ``expected``, float64 CPU, not within tolerance)."""
+    """Name the mistake in ``got`` (same shape as ``expected``, float64 CPU, not within rtol and absolute atol)."""
     scale = scale_of(expected)
 
     def fits(candidate, factor=1.0):
-        return within(candidate, expected, rtol * abs(factor), atol * abs(factor), scale)
+        return within(candidate, expected, rtol * abs(factor), atol * abs(factor))
 
     finite = torch.isfinite(expected)
     bad = finite & ~torch.isfinite(got)
@@ -125,12 +127,12 @@ def wrong_values(got, expected, rtol, atol):
         return "transposed", "it is the transpose of the expected matrix. Check the order in your matrix product, or use .T."
     if fits(-got):
         return "sign", SIGN
-    factor = _factor(got, expected, fits, scale * atol)
+    factor = _factor(got, expected, fits, atol)
     if factor is not None:
         return factor
     if fits(got, 100.0):
         return "close", _close(got, expected, rtol, atol, scale)
-    return "values", _partly_wrong(got, expected, rtol, atol, scale)
+    return "values", _partly_wrong(got, expected, rtol, atol)
 
 
 def _nonfinite(got, bad):
@@ -184,15 +186,15 @@ def _close(got, expected, rtol, atol, scale):
     rel = float((got - expected).abs().max()) / scale
     sentence = (
         f"close, but outside the tolerance: the largest difference is {rel:.1e} of the largest expected value "
-        f"(allowed: about {atol + rtol:.0e})."
+        f"(allowed: about {atol / scale + rtol:.0e})."
     )
-    if rtol < 1e-5 and within(got, expected, 1e-4, 1e-5, scale):
+    if rtol < 1e-5 and within(got, expected, 1e-4, 1e-5 * scale):
         return sentence + " That is float32 precision: did part of your computation run in float32?"
     return sentence + " Rounding alone rarely does this: is a small term missing, or an ε added?"
 
 
-def _partly_wrong(got, expected, rtol, atol, scale):
-    wrong = (got - expected).abs() > atol * scale + rtol * expected.abs()
+def _partly_wrong(got, expected, rtol, atol):
+    wrong = (got - expected).abs() > atol + rtol * expected.abs()
     count, total = int(wrong.sum()), wrong.numel()
     if count == total:
         return "the values are different. Check your formula against the chain rule, one factor at a time."

@@ -310,3 +310,19 @@ def test_numerical_grads_agree_with_autograd_in_float64_defaults():
         assert num.dtype == torch.float64
         check_grad("numerical vs autograd", num, auto)
     assert torch.equal(x, x0)
+
+
+def test_saturated_sigmoid_needs_an_absolute_atol():
+    """σ(1 − σ) at z = 12 in float32 keeps no digit that agrees with the accurate value; an absolute atol allows it."""
+    z = torch.tensor(12.0)
+    s = torch.sigmoid(z)
+    textbook, accurate = s * (1 - s), torch.exp(-z) / (1 + torch.exp(-z)) ** 2
+    assert not compare("dz", textbook, accurate).ok
+    assert compare("dz", textbook, accurate, atol=1e-6).ok
+
+
+def test_default_atol_follows_the_size_of_the_gradient():
+    for scale in (1e-6, 1.0, 1e6):
+        e = scale * torch.tensor([1.0, -0.5, 1e-3], dtype=torch.float64)
+        assert compare("x", e + scale * 5e-9, e).ok
+        assert not compare("x", e + scale * 5e-8, e).ok
