@@ -1,0 +1,273 @@
+"""Drive JupyterLab in headless Chromium: start a server, open a notebook, run its cells, take screenshots.
+
+Used by test_browser.py. The server runs from the project's environment (this interpreter) on 127.0.0.1,
+a free port and a random token, with its own settings, workspace and runtime folders so that nothing of
+the machine's own Jupyter setup leaks in. Both server and browser are stopped in ``finally`` blocks.
+"""
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import nbformat
+import pytest
+from playwright.sync_api import expect
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the networking flags Chromium keeps calling home, which on a closed network means a flood of
+# refused connections; --no-sandbox because CI runs as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]
+# The lab's news and update checks would reach for the internet and put a toast over the screenshots.
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+}
+
+
+def chromium_or_skip():
+    """Path of Debian's Chromium; skip without it, except in CI, where a missing browser is a failure."""
+    if CHROMIUM.is_file():
+        return str(CHROMIUM)
+    how = "install it with `apt-get update && apt-get install -y chromium` (.ci/run does this)"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"{CHROMIUM} is missing, so the browser tests cannot run in CI; {how}", pytrace=False)
+    pytest.skip(f"{CHROMIUM} not found; {how}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LabServer:
+    """A running JupyterLab: ``url(path)`` gives an address with the token, ``log()`` its output so far."""
+
+    def __init__(self, process, port, token, root_dir, log_path):
+        self.process, self.port, self.token = process, port, token
+        self.root_dir, self.log_path = Path(root_dir), Path(log_path)
+
+    def url(self, path=""):
+        sep = "&" if "?" in path else "?"
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}{sep}token={self.token}"
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextmanager
+def jupyter_lab(root_dir, cwd, state_dir, log_path, start_timeout=60):
+    """Run JupyterLab serving ``root_dir`` until the block ends, however it ends.
+
+    ``cwd`` is where the server runs: nbgrader's Validate button reads nbgrader_config.py from there.
+    ``state_dir`` gets the server's private config, settings, workspaces and runtime folders.
+    """
+    state_dir = Path(state_dir)
+    settings = state_dir / "lab-settings"
+    for name, values in LAB_SETTINGS.items():
+        target = settings / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(values))
+    env = {
+        **os.environ,
+        # nbgrader and the kernel find the project's tools first, as under `make lab`.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "JUPYTER_CONFIG_DIR": str(state_dir / "config"),
+        "JUPYTER_RUNTIME_DIR": str(state_dir / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        "JUPYTERLAB_WORKSPACES_DIR": str(state_dir / "workspaces"),
+        "IPYTHONDIR": str(state_dir / "ipython"),
+    }
+    env.pop("MPLBACKEND", None)  # the kernel should pick matplotlib's backend as a student's kernel does
+    port, token = free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+        f"--ServerApp.token={token}", f"--ServerApp.root_dir={root_dir}", "--ServerApp.port_retries=0",
+    ]
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        # A session of its own, so that stopping it reaches every process it forked.
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    server = LabServer(process, port, token, root_dir, log_path)
+    try:
+        wait_for_status(server, start_timeout)
+        yield server
+    finally:
+        stop(process)
+
+
+def wait_for_status(server, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise AssertionError(f"JupyterLab exited with code {server.process.returncode}:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(server.url("api/status"), timeout=2) as response:
+                if response.status == 200 and "started" in json.load(response):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"JupyterLab did not answer /api/status within {timeout} s:\n{server.log()}")
+        time.sleep(0.25)
+
+
+def stop(process):
+    """Stop the server: SIGTERM (it shuts its kernels down), SIGKILL if it lingers.
+
+    Kernels run in sessions of their own but poll their parent's pid (JPY_PARENT_PID), so even after a
+    SIGKILL they exit by themselves.
+    """
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=grace)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextmanager
+def chromium(playwright, executable):
+    """A headless Chromium, closed when the block ends."""
+    browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+class Shots:
+    """Numbered screenshots in one artifacts folder, and timeline.txt saying when each was taken."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        self.started = time.monotonic()
+        self.timeline = []
+        self.count = 0
+
+    def note(self, event):
+        self.timeline.append(f"{time.monotonic() - self.started:6.1f} s  {event}")
+        (self.folder / "timeline.txt").write_text("\n".join(self.timeline) + "\n")
+
+    def path(self, name):
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{name}.png"
+        self.note(path.name)
+        return path
+
+    def page(self, page, name):
+        page.screenshot(path=self.path(name))
+
+    def element(self, locator, name):
+        """Screenshot of one element; returns the PNG bytes, e.g. to compare two frames."""
+        return locator.screenshot(path=self.path(name))
+
+
+def drawn(png, min_ink=0.005):
+    """Whether a screenshot shows a drawing: more than ``min_ink`` of its pixels are not near-white."""
+    rgb = plt.imread(io.BytesIO(png))[..., :3]
+    return float((rgb.min(axis=2) < 0.9).mean()) > min_ink
+
+
+def wait_until(check, timeout, message):
+    """Poll ``check()`` until it returns something truthy and return that; fail with ``message()`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(message())
+        time.sleep(0.1)
+
+
+def code_cell_index(notebook_path, first_line):
+    """Index (among all cells) of the code cell whose source starts with ``first_line``."""
+    nb = nbformat.read(notebook_path, as_version=4)
+    found = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.lstrip().startswith(first_line)]
+    if len(found) != 1:
+        raise AssertionError(f"{notebook_path}: expected one code cell starting with {first_line!r}, found {found}")
+    return found[0]
+
+
+class LabNotebook:
+    """One notebook open in JupyterLab, driven as a student drives it: click a cell, press Shift+Enter."""
+
+    def __init__(self, page, path, cells_on_disk):
+        self.page, self.path = page, path
+        self.kinds = [c.cell_type for c in cells_on_disk]
+        self.panel = page.locator(".jp-NotebookPanel:visible")
+
+    @classmethod
+    def open(cls, page, server, relative_path, timeout=30_000):
+        """Open ``relative_path`` (inside the server's root) in a fresh workspace and wait for its kernel."""
+        cells = nbformat.read(server.root_dir / relative_path, as_version=4).cells
+        # `reset` drops any saved workspace, so exactly this notebook is open.
+        page.goto(server.url(f"lab/tree/{relative_path}?reset"))
+        notebook = cls(page, relative_path, cells)
+        expect(notebook.cells()).to_have_count(len(cells), timeout=timeout)
+        notebook.wait_for_kernel_idle(timeout)
+        # A dialog here (no kernel, a file error) would swallow every click that follows.
+        dialogs = page.locator(".jp-Dialog")
+        assert dialogs.count() == 0, f"JupyterLab opened {relative_path} with a dialog: {dialogs.all_inner_texts()}"
+        return notebook
+
+    def cells(self):
+        return self.panel.locator(".jp-Notebook .jp-Cell")
+
+    def cell(self, index):
+        return self.cells().nth(index)
+
+    def wait_for_kernel_idle(self, timeout=30_000):
+        self.panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=timeout)
+
+    def run_cell(self, index, timeout=60_000):
+        """Select cell ``index``, press Shift+Enter and, for a code cell, wait until it has run.
+
+        One cell at a time, as a student would: a failing test cell in the student version then does not
+        cancel the cells queued after it.
+        """
+        cell = self.cell(index)
+        cell.scroll_into_view_if_needed()
+        cell.locator(".jp-InputPrompt").first.click()
+        self.page.keyboard.press("Escape")  # command mode, whatever the click did
+        self.page.keyboard.press("Shift+Enter")
+        if self.kinds[index] == "code":
+            # The prompt reads [*] while it runs and [n] once done.
+            prompt = cell.locator(".jp-InputArea-prompt").first
+            deadline = time.monotonic() + timeout / 1000
+            while not re.fullmatch(r"\[\d+\]:", prompt.inner_text().strip()):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"cell {index} of {self.path} did not finish within {timeout / 1000:.0f} s")
+                self.page.wait_for_timeout(50)
+
+    def run_through(self, index, timeout_per_cell=60_000):
+        """Run cells 0..index, one by one."""
+        for i in range(index + 1):
+            self.run_cell(i, timeout_per_cell)
+
+    def outputs(self, index):
+        return self.cell(index).locator(".jp-OutputArea-output")
