@@ -67,8 +67,7 @@ def check_squared_distances(squared_distances):
         M = common.randn(gen, k, d, dtype=dtype, device=device)
         expected = ((X[:, None, :] - M[None, :, :]) ** 2).sum(dim=2)
         got = common.call_student(squared_distances, "squared_distances", X, M, case=label)
-        tol = 1e-4 if dtype == torch.float32 else 1e-9  # the expanded form ‖x‖² − 2x·m + ‖m‖² rounds differently
-        check_grad("squared distances", got, expected, atol=tol, rtol=tol, context=label)
+        check_grad("squared distances", got, expected, context=label)
 
 
 def check_softmax_cross_entropy_grad(softmax_cross_entropy_grad):

@@ -155,8 +155,10 @@ def check_sgd_step(sgd_step):
                         f"`sgd_step` replaced params[{k!r}] or velocity[{k!r}] by a new tensor ({case}). Update them in "
                         f"place (e.g. `p -= lr * v`, `v.mul_(momentum).add_(g)`), so no new memory is taken each step."
                     )
-                check_grad(f"velocity[{k!r}] after the step", velocity[k], new_v[k], context=case)
-                check_grad(f"params[{k!r}] after the step", params[k], new_p[k], context=case)
+                check_grad(f"velocity[{k!r}] after the step", velocity[k], new_v[k],
+                           context=f"{case}; it should become momentum·velocity + grad")
+                check_grad(f"params[{k!r}] after the step", params[k], new_p[k],
+                           context=f"{case}; it should become param − lr·(the new velocity)")
 
 
 def _reference_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
