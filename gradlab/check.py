@@ -39,8 +39,11 @@ from dataclasses import dataclass, field
 import torch
 
 from . import diagnose
+from .reference import autograd_grads, numerical_grads  # part of this module's API
 
-#: (rtol, atol) per dtype; atol is in units of max |expected|.
+__all__ = ["Comparison", "Report", "TOLERANCES", "autograd_grads", "check_grad", "compare", "numerical_grads", "report"]
+
+#: default (rtol, atol) per dtype; this atol is in units of max |expected| (a given atol is absolute).
 TOLERANCES = {
     torch.float64: (1e-7, 1e-8),
     torch.float32: (1e-4, 1e-5),
@@ -170,9 +173,11 @@ def _compare_tensors(name, got, exp, atol, rtol, expected_line, is_tensor):
     flat = int(diff.argmax())
     index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), e.shape))
     max_diff = float(diff.flatten()[flat])
+    e_at, g_at = e.flatten()[flat], lined.flatten()[flat]
+    digits = diagnose.digits_to_tell_apart(e_at, g_at)
     details.append(
         f"largest difference: {max_diff:.3g} at index {index} "
-        f"(expected {diagnose.num(e.flatten()[flat])}, got {diagnose.num(lined.flatten()[flat])}); "
+        f"(expected {diagnose.num(e_at, digits)}, got {diagnose.num(g_at, digits)}); "
         f"allowed there {float(allowed.flatten()[flat]):.1g}" + ("" if shape_kind is None else ", once lined up")
     )
     details += [f"note: {n}." for n in notes]
@@ -188,66 +193,10 @@ def _compare_tensors(name, got, exp, atol, rtol, expected_line, is_tensor):
     else:
         kind, sentence = diagnose.wrong_values(lined, e, rtol, atol)
         if shape_kind is not None:
-            kind, sentence = shape_kind, f"{shape_sentence} Even lined up, {sentence}"
+            kind, sentence = shape_kind, f"{shape_sentence} Even lined up that way, {sentence}"
     if notes and not within:
         sentence += " Also, " + "; ".join(notes) + "."
     return Comparison(name, "wrong", max_diff, max_diff / scale, sentence, kind, index, details)
-
-
-# --------------------------------------------------------------------------- reference gradients
-def autograd_grads(fn, *inputs):
-    """Gradients of the scalar ``fn(*inputs)`` with respect to each input, by torch autograd.
-
-    Works on detached copies, so the caller's tensors (and their ``.grad``) are never touched. An input
-    that ``fn`` does not use gets a zero gradient, which is what the derivative is.
-    """
-    copies = [_input_copy(x, i).requires_grad_(True) for i, x in enumerate(inputs)]
-    with torch.enable_grad():
-        out = fn(*copies)
-        if not isinstance(out, torch.Tensor) or out.numel() != 1:
-            raise ValueError(f"fn must return a tensor with one element (a scalar), got {_describe(out)}")
-        grads = torch.autograd.grad(out.reshape(()), copies, allow_unused=True)
-    return tuple(torch.zeros_like(c) if g is None else g.detach() for c, g in zip(copies, grads))
-
-
-def numerical_grads(fn, *inputs, eps=1e-6):
-    """Central differences (f(x + eps) − f(x − eps)) / 2eps for every element, all in float64.
-
-    The third opinion besides the hand formula and autograd. float64 matters: in float32 the
-    difference of two nearly equal losses keeps only a digit or two. Returns float64 gradients
-    on each input's device; costs two calls of ``fn`` per element, so keep the inputs small.
-    """
-    copies = [_input_copy(x, i).to(torch.float64) for i, x in enumerate(inputs)]
-    grads = []
-    with torch.no_grad():
-        for x in copies:
-            grad = torch.zeros_like(x)
-            flat_x, flat_g = x.view(-1), grad.view(-1)
-            for k in range(flat_x.numel()):
-                saved = float(flat_x[k])
-                flat_x[k] = saved + eps
-                plus = _scalar(fn(*copies))
-                flat_x[k] = saved - eps
-                minus = _scalar(fn(*copies))
-                flat_x[k] = saved
-                flat_g[k] = (plus - minus) / (2 * eps)
-            grads.append(grad)
-    return tuple(grads)
-
-
-def _input_copy(x, i):
-    t = torch.as_tensor(x)
-    if not t.is_floating_point():
-        raise TypeError(f"input {i} is {t.dtype}: only floating-point inputs have gradients (capture others in fn)")
-    return t.detach().clone()
-
-
-def _scalar(out):
-    if isinstance(out, torch.Tensor):
-        if out.numel() != 1:
-            raise ValueError(f"fn must return a scalar, got {_describe(out)}")
-        return float(out)
-    return float(out)
 
 
 # --------------------------------------------------------------------------- reading answers
@@ -318,9 +267,3 @@ def _summary(t):
     more = f", … ({flat.numel()} values)" if flat.numel() > SHOWN_VALUES else ""
     dtype = str(t.dtype).replace("torch.", "")
     return f"shape {tuple(t.shape)} {dtype} on {t.device}: [{shown}{more}]"
-
-
-def _describe(x):
-    if isinstance(x, torch.Tensor):
-        return f"a tensor of shape {tuple(x.shape)}"
-    return type(x).__name__

@@ -9,6 +9,8 @@ NaN/inf beats everything (nothing else can be judged); all-zeros beats "factor 0
 is called a wrong sign, not a factor; a square matrix that equals the transpose of the expected one
 is called transposed before any factor is tried.
 """
+import math
+
 import torch
 
 # A ratio that is this close (relatively) to an integer k or to 1/k is named "k" or "1/k".
@@ -21,8 +23,16 @@ def within(got, expected, rtol, atol):
     return bool(((got - expected).abs() <= atol + rtol * expected.abs()).all())
 
 
-def num(x):
-    return f"{float(x):.4g}"
+def num(x, digits=4):
+    return f"{float(x):.{digits}g}"
+
+
+def digits_to_tell_apart(a, b):
+    """Significant digits that show a and b as different numbers (4 to 17)."""
+    a, b = float(a), float(b)
+    if not (math.isfinite(a) and math.isfinite(b)) or a == b:
+        return 4
+    return min(17, max(4, 2 + math.ceil(math.log10(max(abs(a), abs(b)) / abs(a - b)))))
 
 
 def shape_str(shape):
@@ -62,7 +72,7 @@ def line_up(got, expected):
         return got, None, None
     said = f"shape {shape_str(g_shape)} but expected {shape_str(e_shape)}"
     if got.dim() == 2 and expected.dim() == 2 and g_shape == e_shape[::-1]:
-        return got.T, "transposed", f"{said}: it is transposed. Check the order in your matrix product, or use .T."
+        return got.T, "transposed", f"{said}, its transpose. Check the order in your matrix product, or use .T."
     if got.numel() == expected.numel() and _squeezed(g_shape) == _squeezed(e_shape):
         return got.reshape(e_shape), "shape", (
             f"{said}. The numbers line up, but the shape does not: mixing (N,) and (N, 1) makes "
@@ -171,7 +181,7 @@ def _name_ratio(a):
     if k >= 2 and abs(a - k) <= NICE_RATIO * k:
         if k == 2:
             return "2", "an extra factor 2 (is there a ½ in the loss, or a term counted twice?)."
-        return str(k), f"did you forget to divide by N (N = {k}?)?"
+        return str(k), f"did you forget to divide by N (N = {k} here)?"
     m = round(1 / a)
     if m >= 2 and abs(1 / a - m) <= NICE_RATIO * m:
         if m == 2:
@@ -196,16 +206,29 @@ def _close(got, expected, rtol, atol, scale):
 def _partly_wrong(got, expected, rtol, atol):
     wrong = (got - expected).abs() > atol + rtol * expected.abs()
     count, total = int(wrong.sum()), wrong.numel()
+    if count == total and bool(((got == 0) == (expected != 0)).all()):
+        return "yours is 0 exactly where the expected is not, and the other way round: is a mask such as (z > 0) inverted?"
     if count == total:
         return "the values are different. Check your formula against the chain rule, one factor at a time."
-    where = ""
-    if got.dim() == 2 and got.shape[0] > 1 and got.shape[1] > 1:
-        rows, cols = wrong.any(dim=1).nonzero().flatten(), wrong.any(dim=0).nonzero().flatten()
-        if len(rows) == 1:
-            where = f" They are all in row {int(rows[0])}."
-        elif len(cols) == 1:
-            where = f" They are all in column {int(cols[0])}."
-    return f"{count} of {total} values are wrong; the others are right.{where}"
+    return f"{count} of {total} values are wrong; the others are right.{_where_wrong(got, expected, wrong)}"
+
+
+def _where_wrong(got, expected, wrong):
+    """A pattern in the wrong positions that points at the mistake, or ''."""
+    if bool((expected[wrong] == 0).all()):
+        return " They are the ones that should be 0: is a mask such as (z > 0) missing?"
+    if bool((got[wrong] == 0).all()):
+        return " Yours are 0 there but should not be: is a mask such as (z > 0) at the wrong places?"
+    if got.dim() != 2 or got.shape[0] < 2 or got.shape[1] < 2:
+        return ""
+    if bool((wrong.sum(dim=1) == 1).all()):
+        return " Exactly one per row is wrong: the column of each row's label (a one-hot term)?"
+    rows, cols = wrong.any(dim=1).nonzero().flatten(), wrong.any(dim=0).nonzero().flatten()
+    if len(rows) == 1:
+        return f" They are all in row {int(rows[0])}."
+    if len(cols) == 1:
+        return f" They are all in column {int(cols[0])}."
+    return ""
 
 
 # --------------------------------------------------------------------------- device and dtype

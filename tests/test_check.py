@@ -48,8 +48,15 @@ def test_numbers_and_numpy_are_accepted(expected):
     assert compare("dW", expected, expected.numpy()).status == "exact"
 
 
-def test_requires_grad_tensor_is_fine(expected):
+def test_requires_grad_sparse_and_non_contiguous_tensors_are_fine(expected):
     assert compare("dW", expected.clone().requires_grad_(), expected).ok
+    assert compare("dW", expected.to_sparse(), expected).status == "exact"
+    assert compare("dW", expected.T.contiguous().T, expected).status == "exact"
+
+
+def test_a_number_too_big_for_a_float_is_an_error_not_a_crash():
+    result = compare("loss", 10**400, torch.tensor(1.0))
+    assert result.status == "error" and "could not read it as numbers" in result.diagnosis
 
 
 # --------------------------------------------------------------------------- each diagnosis
@@ -85,7 +92,7 @@ def test_wrong_sign(expected):
 @pytest.mark.parametrize(
     "factor, words",
     [(2.0, "2 × the expected one: an extra factor 2"), (0.5, "½ × the expected one: a missing factor 2"),
-     (64.0, "64 × the expected one: did you forget to divide by N (N = 64?)"),
+     (64.0, "64 × the expected one: did you forget to divide by N (N = 64 here)?"),
      (1 / 32, "1/32 × the expected one: an extra division by N (N = 32?)"),
      (3.7, "3.7 × the expected one: a constant factor is off"),
      (-2.0, "−2 × the expected one: the sign is wrong, and an extra factor 2")],
@@ -100,7 +107,7 @@ def test_transposed_rectangular_is_wrong_but_compared(expected):
     result = compare("dW", expected.T.clone(), expected)
     assert (result.status, result.kind) == ("wrong", "transposed")
     assert result.max_abs_diff == 0
-    assert "(3, 2) but expected (2, 3)" in result.diagnosis
+    assert "(3, 2) but expected (2, 3), its transpose" in result.diagnosis and "Even" not in result.diagnosis
 
 
 def test_transposed_square_matrix():
@@ -185,6 +192,41 @@ def test_some_values_wrong_in_one_row(expected):
     got[1] += torch.tensor([1.0, -2.0, 0.5])
     result = compare("dW", got, expected)
     assert result.kind == "values" and "3 of 6 values are wrong" in result.diagnosis and "row 1" in result.diagnosis
+
+
+@pytest.fixture
+def relu_case():
+    gen = torch.Generator().manual_seed(5)
+    z, dout = torch.randn(6, 5, generator=gen), torch.randn(6, 5, generator=gen)
+    return z, dout, dout * (z > 0)
+
+
+def test_missing_relu_mask(relu_case):
+    z, dout, expected = relu_case
+    result = compare("dz", dout, expected)
+    assert result.kind == "values" and "should be 0: is a mask such as (z > 0) missing?" in result.diagnosis
+
+
+def test_relu_mask_at_the_wrong_places(relu_case):
+    z, dout, expected = relu_case
+    result = compare("dz", dout * (z > 0) * (z > 0.5), expected)
+    assert "Yours are 0 there but should not be" in result.diagnosis
+    assert "is a mask such as (z > 0) inverted?" in compare("dz", dout * (z <= 0), expected).diagnosis
+
+
+def test_one_wrong_value_per_row_points_at_the_label():
+    p = torch.softmax(torch.randn(6, 5, generator=torch.Generator().manual_seed(2)), dim=1)
+    labels = torch.tensor([0, 3, 1, 4, 4, 2])
+    result = compare("dlogits", p / 6, (p - torch.nn.functional.one_hot(labels, 5)) / 6)
+    assert "6 of 30 values are wrong" in result.diagnosis and "one per row" in result.diagnosis
+
+
+def test_wrong_view_keeps_the_count_of_values(expected):
+    result = compare("dW", expected.reshape(3, 2), expected.reshape(2, 3))  # a .view where .T was meant
+    assert (result.status, result.kind) == ("wrong", "transposed")
+    assert "its transpose" in result.diagnosis and "Even lined up that way, 4 of 6 values are wrong" in result.diagnosis
+    result = compare("dW", torch.zeros(6, 1, 2), torch.zeros(3, 4))
+    assert result.status == "error" and "right number of values" in result.diagnosis
 
 
 def test_single_element_ratio_is_named_only_when_recognisable():
@@ -300,6 +342,17 @@ def test_autograd_grads_rejects_non_scalar_and_integer_inputs():
         autograd_grads(lambda a: a * 2, torch.randn(3))
     with pytest.raises(TypeError, match="floating-point"):
         autograd_grads(lambda a: a.sum(), torch.arange(3))
+
+
+def test_numerical_grads_of_a_transposed_view_and_a_python_number_result():
+    w = torch.randn(3, 2, dtype=torch.float64).T  # not contiguous
+    (num,) = numerical_grads(lambda a: float((a**2).sum()), w)
+    check_grad("d(w²)", num, 2 * w, atol=1e-7)
+
+
+def test_numerical_grads_rejects_a_non_scalar():
+    with pytest.raises(ValueError, match="scalar"):
+        numerical_grads(lambda a: a * 2, torch.randn(3))
 
 
 def test_numerical_grads_agree_with_autograd_in_float64_defaults():
