@@ -152,6 +152,8 @@ def test_mnist_training_fails_when_nothing_is_learnt():
         lesson06.check_mnist_training(idle, epochs=1)
 
 
-def test_mnist_training_fails_over_the_time_budget():
+def test_mnist_training_fails_over_the_time_budget_and_restores_the_thread_count():
+    threads = torch.get_num_threads()
     with pytest.raises(AssertionError, match="too slow"):
         lesson06.check_mnist_training(train_epoch, epochs=1, budget_s=0.0)
+    assert torch.get_num_threads() == threads
