@@ -8,50 +8,27 @@ import math
 
 import torch
 
-from gradlab.check import autograd_grads, check_grad
+from gradlab.check import autograd_grads
 from gradlab.grading import common
+from gradlab.grading.lesson01 import check_tensor, random_labels, random_scalar
+
 
 def cost(x, y, w, b):
     """The reference computation: mean squared error of the sigmoid neuron over the batch."""
     return ((torch.sigmoid(w * x + b) - y) ** 2).mean()
 
 
-def _scalar(gen, dtype, device, scale=1.0):
-    return common.randn(gen, 1, dtype=dtype, device=device, scale=scale).reshape(())
-
-
-def _labels(gen, n, dtype, device):
-    """Random 0/1 labels; both values appear whenever n > 1, so no constant label passes by luck."""
-    y = (torch.rand(n, generator=gen) < 0.5).double()
-    if n > 1:
-        y[0], y[1] = 0.0, 1.0
-    return y.to(dtype=dtype, device=device)
-
-
 def _batch(gen, n, dtype, device):
     """x (N,), y (N,) and scalar w, b: a fresh random neuron and batch."""
     x = common.randn(gen, n, dtype=dtype, device=device)
-    y = _labels(gen, n, dtype, device)
-    return x, y, _scalar(gen, dtype, device, scale=2.0), _scalar(gen, dtype, device)
+    y = random_labels(gen, n, dtype, device)
+    return x, y, random_scalar(gen, dtype, device, scale=2.0), random_scalar(gen, dtype, device)
 
 
 def _pair(result, name, what, case):
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise AssertionError(f"`{name}` should return a pair ({what}), but returned {type(result).__name__} ({case}).")
     return result
-
-
-def _check(name, got, expected, case):
-    """check_grad, and then the tensor's dtype and device must follow the inputs' (check_grad only notes them)."""
-    check_grad(name, got, expected, context=case)
-    if not isinstance(got, torch.Tensor):
-        raise AssertionError(f"{name} should be a tensor, but it is a {type(got).__name__} ({case}).")
-    if got.dtype != expected.dtype or got.device != expected.device:
-        raise AssertionError(
-            f"{name} has the right values but is {str(got.dtype).replace('torch.', '')} on {got.device}; "
-            f"it should follow the inputs: {str(expected.dtype).replace('torch.', '')} on {expected.device} ({case}). "
-            f"Build new tensors from the inputs (e.g. torch.ones_like(x)), or pass dtype=x.dtype, device=x.device."
-        )
 
 
 def _unchanged(name, before, after, case):
@@ -68,22 +45,22 @@ def check_forward(forward):
     for label, gen, n, dtype, device in common.cases(301):
         x, y, w, b = _batch(gen, n, dtype, device)
         J, cache = _pair(common.call_student(forward, "forward", x, y, w, b, case=label), "forward", "J, cache", label)
-        _check("J", J, cost(x, y, w, b), label)
+        check_tensor("J", J, cost(x, y, w, b), label)
         if not isinstance(cache, (tuple, list)) or len(cache) != 4:
             raise AssertionError(f"the cache should be the tuple (x, y, z, s), but it is {cache!r:.80} ({label}).")
         z = w * x + b
-        _check("z in the cache", cache[2], z, label)
-        _check("s = σ(z) in the cache", cache[3], torch.sigmoid(z), label)
+        check_tensor("z in the cache", cache[2], z, label)
+        check_tensor("s = σ(z) in the cache", cache[3], torch.sigmoid(z), label)
 
 
 def check_dJ_dsigma(dJ_dsigma):
     """dJ_dsigma(s, y) -> (N,): ∂J/∂s_i for J = mean((s − y)²)."""
     for label, gen, n, dtype, device in common.cases(302):
         s = torch.sigmoid(common.randn(gen, n, dtype=dtype, device=device, scale=2.0))
-        y = _labels(gen, n, dtype, device)
+        y = random_labels(gen, n, dtype, device)
         (expected,) = autograd_grads(lambda s_: ((s_ - y) ** 2).mean(), s)
         got = common.call_student(dJ_dsigma, "dJ_dsigma", s, y, case=label)
-        _check("dJ/dσ", got, expected, label)
+        check_tensor("dJ/dσ", got, expected, label)
 
 
 def check_dsigma_dz(dsigma_dz):
@@ -93,7 +70,7 @@ def check_dsigma_dz(dsigma_dz):
         # Each σ(z_i) depends on z_i alone, so the gradient of the sum is the elementwise derivative.
         (expected,) = autograd_grads(lambda z_: torch.sigmoid(z_).sum(), z)
         got = common.call_student(dsigma_dz, "dsigma_dz", z, case=label)
-        _check("dσ/dz", got, expected, label)
+        check_tensor("dσ/dz", got, expected, label)
 
 
 def check_dz_dw(dz_dw):
@@ -103,7 +80,7 @@ def check_dz_dw(dz_dw):
         # Give every observation its own copy of w, so autograd returns ∂z_i/∂w one by one.
         (expected,) = autograd_grads(lambda w_: (w_ * x + b).sum(), w * torch.ones_like(x))
         got = common.call_student(dz_dw, "dz_dw", x, case=label)
-        _check("dz/dw", got, expected, label)
+        check_tensor("dz/dw", got, expected, label)
 
 
 def check_dz_db(dz_db):
@@ -112,7 +89,7 @@ def check_dz_db(dz_db):
         x, _, w, b = _batch(gen, n, dtype, device)
         (expected,) = autograd_grads(lambda b_: (w * x + b_).sum(), b * torch.ones_like(x))
         got = common.call_student(dz_db, "dz_db", x, case=label)
-        _check("dz/db", got, expected, label)
+        check_tensor("dz/db", got, expected, label)
 
 
 def check_backward(backward):
@@ -125,8 +102,8 @@ def check_backward(backward):
         dw, db = _pair(common.call_student(backward, "backward", cache, case=label), "backward", "dJ/dw, dJ/db", label)
         _unchanged("backward", before, cache, label)
         expected_dw, expected_db = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)
-        _check("dJ/dw", dw, expected_dw, label)
-        _check("dJ/db", db, expected_db, label)
+        check_tensor("dJ/dw", dw, expected_dw, label)
+        check_tensor("dJ/db", db, expected_db, label)
 
 
 def reference_training(x, y, w, b, lr, passes, x_for_w=None):
