@@ -1,4 +1,9 @@
-"""nbgrader configuration of the course. Run every nbgrader command from this folder (grader/)."""
+"""nbgrader configuration of the course. Run every nbgrader command from this folder (grader/).
+
+What this adds to plain nbgrader 0.9 (grader/README.md explains each, and the risks that remain):
+a broken submission costs that student the cells it breaks, never the run; a student's kernel has a
+time limit per cell and a memory limit; feedback shows the diagnosis of a hidden test, not its code.
+"""
 c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
 
 c.CourseDirectory.course_id = "gradlab"
@@ -11,6 +16,45 @@ c.ClearSolutions.code_stub = {
 }
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# An endless loop costs the cell it is in, not the whole run.
+# An endless loop costs the cell it is in, not the whole run. Every lesson cell runs well under this.
 c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
+
+# --- autograde: broken submissions and the student's kernel ------------------------------------------
+# Both lists are nbgrader 0.9's defaults with gradlab's replacements marked; tests/test_grader_config.py
+# checks that nothing else differs, so an nbgrader upgrade that changes its defaults is noticed.
+c.Autograde.exporter_class = "gradlab.autograde_repair.ReadableNotebookExporter"  # a file that is not a notebook
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "gradlab.autograde_repair.RepairCellMetadata",  # instead of DeduplicateIds: a copied cell (nbgrader #1083)
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "gradlab.autograde_repair.RestoreMissingCells",  # instead of OverwriteCells: deleted test cells
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.Autograde.autograde_preprocessors = [
+    "gradlab.kernel_limits.LimitedExecute",  # instead of Execute: the kernel's memory limit
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+# A deleted or edited test cell is put back from the source and graded (hidden tests included).
+c.OverwriteCells.add_missing_cells = True
+# MiB a student's kernel may write to (RLIMIT_DATA, Linux); 0 turns the limit off.
+c.LimitedExecute.memory_limit_mb = 4096
+
+# --- feedback: the diagnosis of a hidden test, not its code ------------------------------------------
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    "gradlab.feedback_filter.HideHiddenTests",
+]
+
+# --- nbgrader zip_collect: files downloaded from an LMS ----------------------------------------------
+# Matches <student>_<notebook>.ipynb and Canvas's <student>_[LATE_]<id>_<id>_<notebook>[-<n>].ipynb,
+# in any folder of the archive. Adapt it to your LMS's file names (grader/README.md).
+c.FileNameCollectorPlugin.named_regexp = (
+    r".*/(?P<student_id>[^/_]+)_(?i:late_)?(?:\d+_\d+_)?(?P<file_id>[^/_]+?)(?:-\d+)?\.ipynb$"
+)

@@ -1,0 +1,182 @@
+"""What `nbgrader autograde` does with a broken submission, so that it costs only the cells it breaks.
+
+grader/nbgrader_config.py puts these in nbgrader 0.9's pipeline; an instructor's plain
+`nbgrader autograde <lesson>` uses them:
+
+- ``ReadableNotebookExporter`` (``Autograde.exporter_class``): a file that is not a notebook (not JSON,
+  not UTF-8, JSON that is no notebook) is graded as an empty notebook carrying a note that says why,
+  instead of failing that student with a traceback in the log only. The submitted file is not touched.
+- ``RepairCellMetadata`` (in ``Autograde.sanitize_preprocessors``, instead of nbgrader's DeduplicateIds):
+  a copied cell keeps the original's grading metadata; nbgrader empties the metadata of all copies but
+  the last, and the emptied metadata then stops the whole run with a misleading "old version of the
+  metadata" error (nbgrader #1083). Here the copy becomes an ordinary cell (it still runs) with a note,
+  and so does a cell whose grading metadata is damaged.
+- ``RestoreMissingCells`` (instead of nbgrader's OverwriteCells): nbgrader's restoring of deleted test
+  cells (``OverwriteCells.add_missing_cells``) fails with a KeyError when the cell before a deleted
+  test cell is gone too (a deleted exercise and its test); this places each restored cell next to its
+  nearest surviving neighbour from the source, gives it a cell id, and turns cells the gradebook does not
+  know into ordinary cells.
+"""
+import json
+import re
+
+import nbformat
+from nbconvert.exporters import NotebookExporter
+from nbgrader import utils
+from nbgrader.nbgraderformat import MetadataValidator
+from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
+
+UNREADABLE_NOTE_ID = "gradlab-unreadable-submission"
+
+
+class ReadableNotebookExporter(NotebookExporter):
+    """nbgrader's notebook exporter, except that an unreadable file becomes an explained empty notebook."""
+
+    def from_file(self, file_stream, resources=None, **kw):
+        try:
+            nb = nbformat.read(file_stream, as_version=4)
+        except Exception as err:  # whatever a student's file holds; the log and the feedback say what
+            path = getattr(file_stream, "name", "the submitted notebook")
+            reason = unreadable_reason(err)
+            self.log.error(
+                "%s is not a readable notebook (%s). It is graded as an empty notebook: every test scores 0 and "
+                "its feedback says why. The file itself is unchanged; once a readable copy is in its place, "
+                "autograde this student again with --force.", path, reason,
+            )
+            nb = unreadable_stand_in(path, reason)
+        return self.from_notebook_node(nb, resources=resources, **kw)
+
+
+def unreadable_reason(err):
+    """One line a student can act on: where the JSON breaks, or what else is wrong with the file."""
+    cause = err.__cause__ if isinstance(err.__cause__, json.JSONDecodeError) else err
+    if isinstance(cause, json.JSONDecodeError):
+        return f"not valid JSON: {cause.msg} at line {cause.lineno}, column {cause.colno}"
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {err.start} cannot be decoded): is it a notebook at all?"
+    return f"not a Jupyter notebook: {type(err).__name__}: {str(err)[:200]}"
+
+
+def unreadable_stand_in(path, reason):
+    name = str(path).replace("\\", "/").rsplit("/", 1)[-1]
+    note = nbformat.v4.new_markdown_cell(
+        f"**Grader's note: this submission could not be read.** The file `{name}` that was collected is "
+        f"{reason}.\n\nThis usually means the file was cut short while saving or uploading, or edited outside "
+        "Jupyter. None of your code could run, so every test below scores 0. Your file has been kept exactly as "
+        "it was handed in: ask your instructor to grade a readable copy (open the file in JupyterLab, or in a "
+        "text editor at the place named above, to see what went wrong)."
+    )
+    note.id = UNREADABLE_NOTE_ID
+    return nbformat.v4.new_notebook(cells=[note])
+
+
+class RepairCellMetadata(NbGraderPreprocessor):
+    """Turn the copies of a graded cell, and cells with damaged grading metadata, into ordinary cells.
+
+    Of several cells with one grade_id the last keeps it, as with nbgrader's DeduplicateIds; all copies
+    still run in their order, as they did in the student's notebook. A note above each demoted cell tells
+    the student (in the feedback) what happened.
+    """
+
+    def preprocess(self, nb, resources):
+        validator = MetadataValidator()
+        seen = set()
+        for index in reversed(range(len(nb.cells))):
+            cell = nb.cells[index]
+            if "nbgrader" not in cell.metadata:
+                continue
+            problem = _metadata_problem(validator, cell)
+            grade_id = cell.metadata.nbgrader.get("grade_id")
+            if problem is None and _has_id(cell):
+                if grade_id in seen:
+                    problem = f"a second copy of the cell `{grade_id}` (a copied cell keeps the original's grading label)"
+                seen.add(grade_id)
+            if problem is None:
+                continue
+            self.log.warning(
+                "%s: cell %d is %s; it runs as an ordinary cell.", _where(resources), index + 1, problem
+            )
+            del cell.metadata["nbgrader"]
+            note = nbformat.v4.new_markdown_cell(
+                f"**Grader's note:** the code cell below is {problem}. It still runs, in its place, but as an "
+                "ordinary cell: the grader only counts the last copy of a graded cell."
+            )
+            _set_id(nb, note, f"gradlab-note-{index}")
+            nb.cells.insert(index, note)
+        return nb, resources
+
+
+def _metadata_problem(validator, cell):
+    try:
+        validator.validate_cell(cell)
+    except Exception as err:  # jsonschema's ValidationError, nbgrader's SchemaMismatchError, KeyError, ...
+        return f"a cell whose grading metadata is damaged ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+    return None
+
+
+def _has_id(cell):
+    return utils.is_grade(cell) or utils.is_solution(cell) or utils.is_locked(cell)
+
+
+def _where(resources):
+    info = resources.get("nbgrader", {})
+    return f"{info.get('student', '?')}/{info.get('assignment', '?')}/{info.get('notebook', '?')}"
+
+
+def _set_id(nb, cell, cell_id):
+    """A fixed id (a random one would change the autograded file on every run) where the format has ids."""
+    cell.pop("id", None)
+    if (nb.nbformat, nb.nbformat_minor) >= (4, 5):
+        cell["id"] = re.sub(r"[^A-Za-z0-9_-]", "-", cell_id)[:64]
+
+
+class RestoreMissingCells(OverwriteCells):
+    """nbgrader's OverwriteCells, restoring deleted graded cells in the right place even when neighbours are gone."""
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        cell, resources = super().preprocess_cell(cell, resources, cell_index)
+        meta = cell.metadata.get("nbgrader")
+        if meta is not None and "grade_id" not in meta:
+            # nbgrader removed the grade_id of a cell the gradebook does not know, and its later metadata
+            # check would then fail the whole notebook: make it an ordinary cell instead.
+            del cell.metadata["nbgrader"]
+        return cell, resources
+
+    def add_missing_grade_cells(self, nb, resources):
+        source = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+        order = [cell.name for cell in source.source_cells]
+        source_cells = {cell.name: cell for cell in source.source_cells}
+        solution_ids = {cell.name for cell in source.solution_cells}
+        present = {
+            cell.metadata.nbgrader["grade_id"]: cell
+            for cell in nb.cells if "grade_id" in cell.metadata.get("nbgrader", {})
+        }
+        for grade_cell in sorted(source.grade_cells, key=lambda cell: order.index(cell.name)):
+            if grade_cell.name in present:
+                continue
+            self.log.warning("%s: graded cell %s was missing; restored from the source.",
+                             _where(resources), grade_cell.name)
+            restored = self.missing_cell_transform(
+                source_cells[grade_cell.name], grade_cell.max_score, is_solution=grade_cell.name in solution_ids
+            )
+            _set_id(nb, restored, f"restored-{grade_cell.name}")
+            nb.cells.insert(_position(nb.cells, order, present, grade_cell.name), restored)
+            present[grade_cell.name] = restored
+        return nb, resources
+
+
+def _position(cells, order, present, name):
+    """Right after the nearest earlier source cell still in the notebook, else right before the nearest later
+    one, else at the end."""
+    at = order.index(name)
+    for neighbour in reversed(order[:at]):
+        if neighbour in present:
+            return _index_of(cells, present[neighbour]) + 1
+    for neighbour in order[at + 1:]:
+        if neighbour in present:
+            return _index_of(cells, present[neighbour])
+    return len(cells)
+
+
+def _index_of(cells, cell):
+    return next(i for i, c in enumerate(cells) if c is cell)
