@@ -166,37 +166,41 @@ def _compare_tensors(name, got, exp, atol, rtol, expected_line, is_tensor):
         status = "exact" if shape_kind is None else "wrong"
         return Comparison(name, status, 0.0, 0.0, shape_sentence, shape_kind, details=details)
 
-    diff = _abs_diff(lined, e)
     scale = diagnose.scale_of(e)
     rtol, atol = _tolerance(got.dtype, exp.dtype, rtol, atol, scale)
+    diff = _abs_diff(lined, e)
     allowed = torch.where(torch.isfinite(e), atol + rtol * e.abs(), torch.zeros_like(e))
-    flat = int(diff.argmax())
-    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), e.shape))
-    max_diff = float(diff.flatten()[flat])
-    e_at, g_at = e.flatten()[flat], lined.flatten()[flat]
-    digits = diagnose.digits_to_tell_apart(e_at, g_at)
-    details.append(
-        f"largest difference: {max_diff:.3g} at index {index} "
-        f"(expected {diagnose.num(e_at, digits)}, got {diagnose.num(g_at, digits)}); "
-        f"allowed there {float(allowed.flatten()[flat]):.1g}" + ("" if shape_kind is None else ", once lined up")
-    )
-    details += [f"note: {n}." for n in notes]
-
+    max_diff, index, line = _largest_difference(diff, lined, e, allowed)
+    details.append(line + ("" if shape_kind is None else ", once lined up"))
     within = bool((diff <= allowed).all())
+    note = "; ".join(notes) + "." if notes else None
+
     if within and shape_kind is None:
         status = "exact" if torch.equal(lined, e) else "close"
-        note = "; ".join(notes) if notes else None
-        return Comparison(name, status, max_diff, max_diff / scale, note and note + ".", note and "placement",
-                          index, details)
+        return Comparison(name, status, max_diff, max_diff / scale, note, note and "placement", index, details)
     if within:
         kind, sentence = shape_kind, shape_sentence
     else:
         kind, sentence = diagnose.wrong_values(lined, e, rtol, atol)
         if shape_kind is not None:
             kind, sentence = shape_kind, f"{shape_sentence} Even lined up that way, {sentence}"
-    if notes and not within:
-        sentence += " Also, " + "; ".join(notes) + "."
+        if note:
+            sentence += " Also, " + note
     return Comparison(name, "wrong", max_diff, max_diff / scale, sentence, kind, index, details)
+
+
+def _largest_difference(diff, got, expected, allowed):
+    """(largest |difference|, its index, a line saying where it is and what was allowed there)."""
+    flat = int(diff.argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), expected.shape))
+    e_at, g_at = expected.flatten()[flat], got.flatten()[flat]
+    digits = diagnose.digits_to_tell_apart(e_at, g_at)
+    at = f" at index {index}" if index else ""
+    max_diff = float(diff.flatten()[flat])
+    return max_diff, index, (
+        f"largest difference: {max_diff:.3g}{at} (expected {diagnose.num(e_at, digits)}, "
+        f"got {diagnose.num(g_at, digits)}); allowed there {float(allowed.flatten()[flat]):.1g}"
+    )
 
 
 # --------------------------------------------------------------------------- reading answers

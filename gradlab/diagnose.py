@@ -97,7 +97,7 @@ def _shape_hint(got, expected):
         return "A single number where a tensor was expected: did a .sum() or .mean() run over every dimension?"
     if g_shape[1:] == e_shape and got.dim() > expected.dim():
         hint = f"There is an extra first dimension of size {g_shape[0]} (one row per example?)"
-        if got.dim() >= 1 and within(got.sum(dim=0), expected, 1e-6, 1e-6 * scale_of(expected)):
+        if within(got.sum(dim=0), expected, 1e-6, 1e-6 * scale_of(expected)):
             return hint + ": summing it over dim=0 gives the expected values."
         return hint + ": should it be summed over the batch, .sum(dim=0)?"
     if got.numel() == expected.numel():

@@ -379,3 +379,9 @@ def test_default_atol_follows_the_size_of_the_gradient():
         e = scale * torch.tensor([1.0, -0.5, 1e-3], dtype=torch.float64)
         assert compare("x", e + scale * 5e-9, e).ok
         assert not compare("x", e + scale * 5e-8, e).ok
+
+
+def test_a_wrong_answer_in_another_dtype_mentions_it_once():
+    text = message(torch.tensor([2.0, 4.0]), torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert text.count("yours is float32 but the expected gradient is float64") == 1
+    assert "2 × the expected one" in text
