@@ -71,11 +71,12 @@ def _named(params):
     return [(str(n), t) for n, t in items]
 
 
-def build_graph(tensor, params=None, name=None):
+def build_graph(tensor, params=None, name=None, max_nodes=200):
     """The backward graph of ``tensor`` as a ``Graph``.
 
     params: names for the leaf tensors, as a dict {name: tensor} or ``model.named_parameters()``.
     name: what to call ``tensor`` itself (e.g. "loss"), shown beside the root.
+    max_nodes: a larger graph raises ValueError; no drawing of it would be readable.
     """
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"build_graph needs a torch.Tensor, not {type(tensor).__name__}.")
@@ -93,6 +94,11 @@ def build_graph(tensor, params=None, name=None):
     def add(fn):
         if id(fn) in index:
             return index[id(fn)]
+        if len(nodes) == max_nodes:
+            raise ValueError(
+                f"This graph has more than {max_nodes} backward functions, too many to draw readably. "
+                "Draw a smaller computation (one layer, a few examples), or pass a larger max_nodes."
+            )
         keep.append(fn)  # holding the Python object keeps id(fn) unique while we walk
         variable = getattr(fn, "variable", None)
         if variable is not None:

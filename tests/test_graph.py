@@ -98,6 +98,16 @@ def test_bad_input_gets_a_clear_message():
         graph.build_graph(loss, {"w": [1.0, 2.0]})
 
 
+def test_a_huge_graph_is_refused_with_a_clear_message():
+    x = torch.ones(2, requires_grad=True)
+    y = x
+    for _ in range(300):
+        y = y * 1.01
+    with pytest.raises(ValueError, match="more than 200 backward functions"):
+        graph.build_graph(y.sum())
+    assert len(graph.build_graph(y.sum(), max_nodes=400).nodes) == 1 + 300 + 1  # sum, the products, x
+
+
 def test_the_drawing_has_a_box_per_node_and_an_arrow_per_edge():
     loss, w, b = _neuron_loss()
     g = graph.build_graph(loss, {"w": w, "b": b}, name="loss")
