@@ -15,6 +15,8 @@ import torch
 
 # A ratio that is this close (relatively) to an integer k or to 1/k is named "k" or "1/k".
 NICE_RATIO = 1e-3
+# Outside tolerance but within this (relative to the scale), or 100 × the tolerance, is "close".
+CLOSE = 1e-3
 SIGN = "every value has the wrong sign. Check the sign of each term (for example y − ŷ versus ŷ − y)."
 
 
@@ -140,7 +142,7 @@ def wrong_values(got, expected, rtol, atol):
     factor = _factor(got, expected, fits, atol)
     if factor is not None:
         return factor
-    if fits(got, 100.0):
+    if within(got, expected, max(100 * rtol, CLOSE), max(100 * atol, CLOSE * scale)):
         return "close", _close(got, expected, rtol, atol, scale)
     return "values", _partly_wrong(got, expected, rtol, atol)
 
@@ -198,7 +200,7 @@ def _close(got, expected, rtol, atol, scale):
         f"close, but outside the tolerance: the largest difference is {rel:.1e} of the largest expected value "
         f"(allowed: about {atol / scale + rtol:.0e})."
     )
-    if rtol < 1e-5 and within(got, expected, 1e-4, 1e-5 * scale):
+    if rtol < 1e-5 and within(got, expected, 1e-5, 1e-6 * scale):  # what float32 rounding leaves
         return sentence + " That is float32 precision: did part of your computation run in float32?"
     return sentence + " Rounding alone rarely does this: is a small term missing, or an ε added?"
 
@@ -221,13 +223,13 @@ def _where_wrong(got, expected, wrong):
         return " Yours are 0 there but should not be: is a mask such as (z > 0) at the wrong places?"
     if got.dim() != 2 or got.shape[0] < 2 or got.shape[1] < 2:
         return ""
-    if bool((wrong.sum(dim=1) == 1).all()):
-        return " Exactly one per row is wrong: the column of each row's label (a one-hot term)?"
     rows, cols = wrong.any(dim=1).nonzero().flatten(), wrong.any(dim=0).nonzero().flatten()
     if len(rows) == 1:
         return f" They are all in row {int(rows[0])}."
     if len(cols) == 1:
         return f" They are all in column {int(cols[0])}."
+    if bool((wrong.sum(dim=1) == 1).all()):
+        return " Exactly one per row is wrong: the column of each row's label (a one-hot term)?"
     return ""
 
 

@@ -142,6 +142,18 @@ def test_summed_to_one_number(expected):
     assert result.kind == "shape" and ".sum()" in result.diagnosis
 
 
+@pytest.mark.parametrize(
+    "got, exp, words",
+    [
+        (torch.randn(4, 3), torch.randn(3), "extra first dimension of size 4 (one row per example?): should it be summed"),
+        (torch.randn(3), torch.randn(4, 3), "The first dimension (size 4) is missing"),
+    ],
+)
+def test_shape_hints(got, exp, words):
+    result = compare("db", got, exp)
+    assert (result.status, result.kind) == ("error", "shape") and words in result.diagnosis
+
+
 def test_other_shape_is_an_error(expected):
     result = compare("dW", torch.ones(7), expected)
     assert (result.status, result.kind) == ("error", "shape")
@@ -227,6 +239,38 @@ def test_wrong_view_keeps_the_count_of_values(expected):
     assert "its transpose" in result.diagnosis and "Even lined up that way, 4 of 6 values are wrong" in result.diagnosis
     result = compare("dW", torch.zeros(6, 1, 2), torch.zeros(3, 4))
     assert result.status == "error" and "right number of values" in result.diagnosis
+
+
+def test_wrong_values_in_one_column_and_everywhere(expected):
+    got = expected.clone()
+    got[:, 2] += 1.0
+    assert "They are all in column 2." in compare("dW", got, expected).diagnosis
+    everywhere = compare("dW", expected + torch.tensor([[1.0, 2.0, -3.0], [0.5, -1.0, 2.5]]), expected)
+    assert everywhere.kind == "values" and "the values are different" in everywhere.diagnosis
+
+
+def test_close_without_a_precision_story(expected):
+    got = expected.double()
+    got[0, 0] += 1e-3  # float64 answer and reference, too far apart for float32 rounding
+    result = compare("dW", got, expected.double())
+    assert result.kind == "close" and "Rounding alone rarely does this" in result.diagnosis
+
+
+def test_meta_tensor_is_an_error(expected):
+    result = compare("dW", torch.empty(2, 3, device="meta"), expected)
+    assert result.status == "error" and "meta" in result.diagnosis
+
+
+def test_the_check_needs_no_notebook_machinery():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gradlab.check; "
+        "bad = {m.split('.')[0] for m in sys.modules} & {'nbgrader', 'IPython', 'ipywidgets', 'nbformat', 'matplotlib'}; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_single_element_ratio_is_named_only_when_recognisable():
