@@ -5,9 +5,19 @@ function returns ``(kind, sentence)``: ``kind`` is a short fixed label that test
 ("sign", "factor", "transposed", ...), ``sentence`` is what the student reads.
 
 The rules run in a fixed order and the first that fits wins, because the cases overlap:
-NaN/inf beats everything (nothing else can be judged); all-zeros beats "factor 0"; a ratio of −1
-is called a wrong sign, not a factor; a square matrix that equals the transpose of the expected one
-is called transposed before any factor is tried.
+- NaN or inf where the expected value is finite beats everything: nothing else can be judged.
+- All zeros is "zeros", not "a factor 0". If the *expected* values are all 0, no ratio exists,
+  and the answer is simply "expected every value to be 0".
+- A square matrix that is the transpose of the expected one is "transposed", tried before the sign
+  (an antisymmetric matrix fits both; the transpose is the likelier slip).
+- A ratio of −1 is a wrong sign, not a factor; −k is a factor k with the sign also named.
+- One constant ratio r between all values (least squares, then checked value by value at the
+  tolerance scaled by |r|) is a factor. 2 and ½ get the factor-2 wording (2 could also be N = 2);
+  an integer k ≥ 3 is "did you forget to divide by N (N = k here)?" (the checker cannot know the
+  batch size), 1/k an extra division. A ratio within 0.1 % of 1 is "close", not a factor.
+- With a single value that is not negligible, every ratio is "consistent": only a recognisable one
+  (±k or ±1/k within 0.1 %) is named, as "it is ..." rather than "every value is ...".
+- Device and dtype differences are notes: they explain an answer but never fail it on their own.
 """
 import math
 
@@ -121,8 +131,8 @@ def wrong_values(got, expected, rtol, atol):
     """Name the mistake in ``got`` (same shape as ``expected``, float64 CPU, not within rtol and absolute atol)."""
     scale = scale_of(expected)
 
-    def fits(candidate, factor=1.0):
-        return within(candidate, expected, rtol * abs(factor), atol * abs(factor))
+    def fits(candidate):
+        return within(candidate, expected, rtol, atol)
 
     finite = torch.isfinite(expected)
     bad = finite & ~torch.isfinite(got)
@@ -139,7 +149,7 @@ def wrong_values(got, expected, rtol, atol):
         return "transposed", "it is the transpose of the expected matrix. Check the order in your matrix product, or use .T."
     if fits(-got):
         return "sign", SIGN
-    factor = _factor(got, expected, fits, atol)
+    factor = _factor(got, expected, scale, fits, atol)
     if factor is not None:
         return factor
     if within(got, expected, max(100 * rtol, CLOSE), max(100 * atol, CLOSE * scale)):
@@ -157,10 +167,11 @@ def _nonfinite(got, bad):
     )
 
 
-def _factor(got, expected, fits, negligible):
+def _factor(got, expected, scale, fits, negligible):
     """``(kind, sentence)`` for got = r · expected with one constant r, or None when there is no such r."""
-    r = float((got * expected).sum() / (expected * expected).sum())  # least-squares ratio
-    if r == 0 or not fits(got / r, 1.0):
+    g, e = got / scale, expected / scale  # so that the sums below neither overflow nor underflow
+    r = float((g * e).sum() / (e * e).sum())  # the least-squares ratio
+    if r == 0 or not math.isfinite(r) or not fits(got / r):
         return None
     informative = int((expected.abs() > negligible).sum())
     name, hint = _name_ratio(abs(r))
@@ -188,7 +199,7 @@ def _name_ratio(a):
     if m >= 2 and abs(1 / a - m) <= NICE_RATIO * m:
         if m == 2:
             return "½", "a missing factor 2 (the derivative of x² is 2x)?"
-        return f"1/{m}", f"an extra division by N (N = {m}?), or a mean where a sum was wanted?"
+        return f"1/{m}", f"an extra division by N (N = {m} here), or a mean where a sum was wanted?"
     if abs(a - 1) <= NICE_RATIO:
         return "1", None
     return None, None

@@ -93,7 +93,7 @@ def test_wrong_sign(expected):
     "factor, words",
     [(2.0, "2 × the expected one: an extra factor 2"), (0.5, "½ × the expected one: a missing factor 2"),
      (64.0, "64 × the expected one: did you forget to divide by N (N = 64 here)?"),
-     (1 / 32, "1/32 × the expected one: an extra division by N (N = 32?)"),
+     (1 / 32, "1/32 × the expected one: an extra division by N (N = 32 here)"),
      (3.7, "3.7 × the expected one: a constant factor is off"),
      (-2.0, "−2 × the expected one: the sign is wrong, and an extra factor 2")],
 )
@@ -429,3 +429,10 @@ def test_a_wrong_answer_in_another_dtype_mentions_it_once():
     text = message(torch.tensor([2.0, 4.0]), torch.tensor([1.0, 2.0], dtype=torch.float64))
     assert text.count("yours is float32 but the expected gradient is float64") == 1
     assert "2 × the expected one" in text
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e170])
+def test_factors_at_extreme_scales(scale):
+    e = scale * torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    assert "every value is 3 × the expected one" in compare("x", 3 * e, e).diagnosis
+    assert compare("x", -e, e).kind == "sign"
