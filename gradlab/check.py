@@ -53,7 +53,7 @@ TOLERANCES = {
 SHOWN_VALUES = 6  # a student reads the message in nbgrader's feedback: a few values, never a dump
 
 _LABELS = {
-    "none": "None", "type": "not a tensor", "shape": "wrong shape", "transposed": "transposed",
+    "none": "got None", "type": "not a tensor", "shape": "wrong shape", "transposed": "transposed",
     "nan": "NaN/inf", "zeros": "all zeros", "sign": "wrong sign", "factor": "constant factor",
     "close": "close, outside tolerance", "values": "wrong values", "placement": "other device/dtype",
 }
@@ -77,9 +77,13 @@ class Comparison:
         return self.status in ("exact", "close")
 
     def __str__(self):
+        return self.line(width=16)
+
+    def line(self, width):
+        """One line like backprop-ninja's ``cmp``: name (padded to ``width``), status, largest difference."""
         diff = "" if self.max_abs_diff is None else f" | max diff {self.max_abs_diff:.2e} | rel {self.rel_err:.1e}"
         label = f" | {_LABELS.get(self.kind, self.kind)}" if self.kind else ""
-        return f"{self.name:<16} {self.status:<5}{diff}{label}"
+        return f"{self.name:<{width}} {self.status:<5}{diff}{label}"
 
     def explain(self, context=None):
         """The student-facing explanation: a few short lines."""
@@ -106,7 +110,8 @@ class Report:
         return all(c.ok for c in self.comparisons)
 
     def __str__(self):
-        return "\n".join(str(c) for c in self.comparisons)
+        width = max((len(c.name) for c in self.comparisons), default=0)
+        return "\n".join(c.line(width) for c in self.comparisons)
 
     def _repr_html_(self):
         rows = []

@@ -349,9 +349,11 @@ def test_html_escapes_names(expected):
 
 
 def test_report_text_and_html(expected):
-    rows = report([compare("dW", expected, expected), compare("db", None, expected), compare("dx", -expected, expected)])
+    rows = report([compare("dW", expected, expected), compare("db", None, expected),
+                   compare("a much longer name than sixteen", -expected, expected)])
     text = str(rows)
     assert len(text.splitlines()) == 3 and "exact" in text and "error" in text and "wrong sign" in text
+    assert len({line.index(" | ") for line in text.splitlines() if " | " in line}) == 1  # columns line up
     assert rows._repr_html_().count("<tr>") == 4 and not rows.ok
     assert report([compare("dW", expected, expected)]).ok
 
