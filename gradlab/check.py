@@ -14,6 +14,9 @@ A Comparison's status is one of
              the shape alone makes it wrong, because the next step would broadcast it wrongly);
     "error"  not comparable at all: None, a list, a string, or a shape whose values cannot be matched
              one to one with the expected ones.
+Its ``kind`` names the diagnosis with a fixed label that graders may test: "none", "type", "shape",
+"transposed", "nan", "zeros", "sign", "factor", "close", "values" (gradlab/diagnose.py says which
+wins when several fit), or "placement" for a right answer on another device or in another dtype.
 
 Tolerance. An answer is within tolerance when every element satisfies
     |got − expected| ≤ atol + rtol · |expected|.
@@ -270,7 +273,7 @@ def _abs_diff(got, expected):
 
 
 def _summary(t):
-    """'shape (3, 4) float32 on cpu: [0.1, -2, …] (12 values)' with at most SHOWN_VALUES values."""
+    """'shape (3, 4) float32 on cpu: [0.1, -2, …, (12 values)]', showing at most SHOWN_VALUES values."""
     flat = t.detach().flatten()
     shown = ", ".join(diagnose.num(v) for v in flat[:SHOWN_VALUES].to("cpu", torch.float64).tolist())
     more = f", … ({flat.numel()} values)" if flat.numel() > SHOWN_VALUES else ""
