@@ -97,7 +97,8 @@ def _check_full_batch_steps(train_epoch, device):
     n, d, c, lr = 24, 5, 3, 0.5
     X = common.randn(gen, n, d, dtype=torch.float64, device=device)
     y = _random_labels(gen, n, device, c)
-    model = torch.nn.Linear(d, c).to(device=device, dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):  # leave the student's random state alone
+        model = torch.nn.Linear(d, c).to(device=device, dtype=torch.float64)
     with torch.no_grad():
         model.weight.copy_(common.randn(gen, c, d, dtype=torch.float64, device=device))
         model.bias.copy_(common.randn(gen, c, dtype=torch.float64, device=device))
