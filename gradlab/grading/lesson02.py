@@ -40,8 +40,8 @@ def best_cost(x, y):
     x, y = x.detach().double().cpu(), y.detach().double().cpu()
     mean, std = x.mean(), x.std(unbiased=False).clamp_min(1e-12)
     u = (x - mean) / std
-    a, c = torch.meshgrid(torch.linspace(-30, 30, 121, dtype=torch.float64),
-                          torch.linspace(-15, 15, 61, dtype=torch.float64), indexing="ij")
+    a, c = torch.meshgrid(torch.linspace(-30, 30, 61, dtype=torch.float64),
+                          torch.linspace(-15, 15, 31, dtype=torch.float64), indexing="ij")
     grid = ((torch.sigmoid(a[..., None] * u + c[..., None]) - y) ** 2).mean(dim=-1)
     best = int(grid.argmin())
     p = torch.stack([a.flatten()[best], c.flatten()[best]])
