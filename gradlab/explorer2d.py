@@ -59,7 +59,8 @@ class DescentExplorer2D(Explorer):
         ax.set_ylim(self._low[1], self._high[1])
         ax.set_xlabel(self.names[0])
         ax.set_ylabel(self.names[1])
-        ax.legend(loc="upper left", fontsize="small", framealpha=0.8)
+        # Above the axes: inside, it would hide the path wherever a start slider puts it.
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize="small", ncol=3, frameon=False)
         self.fig.tight_layout()
 
     def _start_point(self):

@@ -20,6 +20,8 @@ import numpy as np
 from .descent import descend
 
 DIVERGED_COLOR = "#c0392b"
+LR_STEP = 0.01  # the learning-rate slider moves in steps of 10**0.01, about 2.3 %
+START_STEPS = 400  # a start slider has about this many steps across its range
 
 
 class Explorer(widgets.VBox):
@@ -142,8 +144,9 @@ def lr_slider(lr, lr_range):
     if lo <= 0:
         raise ValueError(f"lr_range must be positive (the slider is logarithmic); got {lr_range!r}")
     lr = check_inside("lr", lr, lo, hi)
+    low, high = grid_through(math.log10(lr), math.log10(lo), math.log10(hi), LR_STEP)
     slider = widgets.FloatLogSlider(
-        value=lr, base=10, min=math.log10(lo), max=math.log10(hi), step=0.01, description="learning rate η",
+        value=lr, base=10, min=low, max=high, step=LR_STEP, description="learning rate η",
         readout_format=".3g", tooltip="step size η (logarithmic scale)",
         style={"description_width": "initial"}, layout=widgets.Layout(width="420px"),
     )
@@ -152,12 +155,25 @@ def lr_slider(lr, lr_range):
 
 
 def start_slider(description, value, lo, hi, css_class):
+    step = (hi - lo) / START_STEPS
+    low, high = grid_through(value, lo, hi, step)
     slider = widgets.FloatSlider(
-        value=value, min=lo, max=hi, step=(hi - lo) / 400, description=description, readout_format=".3g",
+        value=value, min=low, max=high, step=step, description=description, readout_format=".3g",
         tooltip="where the descent starts", style={"description_width": "initial"},
     )
     slider.add_class(css_class)
     return slider
+
+
+def grid_through(value, lo, hi, step):
+    """Slider bounds within [lo, hi] whose grid (min + k·step) passes through ``value``.
+
+    A browser slider snaps its value to that grid when it is drawn and sends the snapped value back to
+    the kernel: on a grid anchored at ``lo`` a start of 1.8 became 1.7975 and η = 20 became 19.95.
+    """
+    below = math.floor((value - lo) / step + 1e-9)
+    above = math.floor((hi - value) / step + 1e-9)
+    return value - below * step, value + above * step
 
 
 def check_range(name, pair):
