@@ -39,6 +39,21 @@ lab: student
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR) \
 		--ServerApp.default_url=/lab/tree/my-work $(LAB_ARGS)
 
+# The instructor's cycle (grader/README.md) on the example submissions of lesson 3: release every lesson,
+# put the examples in grader/submitted/, autograde, feedback, export, and print the grades per test cell.
+# It refuses to mix the examples with real submissions.
+DEMO_LESSON := 03-backprop-by-hand
+grade-demo: $(RELEASED)
+	@if ls grader/submitted 2>/dev/null | grep -qv '^example-'; then \
+		echo "grader/submitted/ holds submissions that are not examples: grade-demo does not mix them in."; exit 1; fi
+	mkdir -p grader/submitted
+	cp -R grader/examples/example-* grader/submitted/
+	cd grader && nbgrader autograde $(DEMO_LESSON) --force --log-level=WARN
+	cd grader && nbgrader generate_feedback $(DEMO_LESSON) --force --log-level=WARN
+	cd grader && nbgrader export --to grades.csv --log-level=WARN
+	@cd grader && python -m gradlab.grade_table $(DEMO_LESSON)
+	@echo "Grades as CSV: $(CURDIR)/grader/grades.csv"
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

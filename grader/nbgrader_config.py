@@ -28,7 +28,7 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
     "gradlab.autograde_repair.RepairCellMetadata",  # instead of DeduplicateIds: a copied cell (nbgrader #1083)
     "nbgrader.preprocessors.OverwriteKernelspec",
-    "gradlab.autograde_repair.RestoreMissingCells",  # instead of OverwriteCells: deleted test cells
+    "gradlab.autograde_repair.RestoreCells",  # instead of OverwriteCells: deleted or edited test cells
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 c.Autograde.autograde_preprocessors = [

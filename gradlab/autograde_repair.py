@@ -11,11 +11,11 @@ grader/nbgrader_config.py puts these in nbgrader 0.9's pipeline; an instructor's
   the last, and the emptied metadata then stops the whole run with a misleading "old version of the
   metadata" error (nbgrader #1083). Here the copy becomes an ordinary cell (it still runs) with a note,
   and so does a cell whose grading metadata is damaged.
-- ``RestoreMissingCells`` (instead of nbgrader's OverwriteCells): nbgrader's restoring of deleted test
-  cells (``OverwriteCells.add_missing_cells``) fails with a KeyError when the cell before a deleted
-  test cell is gone too (a deleted exercise and its test); this places each restored cell next to its
-  nearest surviving neighbour from the source, gives it a cell id, and turns cells the gradebook does not
-  know into ordinary cells.
+- ``RestoreCells`` (instead of nbgrader's OverwriteCells): nbgrader's restoring of deleted test cells
+  (``OverwriteCells.add_missing_cells``) fails with a KeyError when the cell before a deleted test cell
+  is gone too (a deleted exercise and its test); this places each restored cell next to its nearest
+  surviving neighbour from the source, gives it a cell id, turns cells the gradebook does not know into
+  ordinary cells, and warns about an edited test cell only when a student edited it.
 """
 import json
 import re
@@ -23,6 +23,7 @@ import re
 import nbformat
 from nbconvert.exporters import NotebookExporter
 from nbgrader import utils
+from nbgrader.api import MissingEntry
 from nbgrader.nbgraderformat import MetadataValidator
 from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
 
@@ -51,7 +52,7 @@ def unreadable_reason(err):
     """One line a student can act on: where the JSON breaks, or what else is wrong with the file."""
     cause = err.__cause__ if isinstance(err.__cause__, json.JSONDecodeError) else err
     if isinstance(cause, json.JSONDecodeError):
-        return f"not valid JSON: {cause.msg} at line {cause.lineno}, column {cause.colno}"
+        return f"not valid JSON: {cause.msg} (line {cause.lineno}, column {cause.colno})"
     if isinstance(err, UnicodeDecodeError):
         return f"not UTF-8 text (byte {err.start} cannot be decoded): is it a notebook at all?"
     return f"not a Jupyter notebook: {type(err).__name__}: {str(err)[:200]}"
@@ -130,10 +131,16 @@ def _set_id(nb, cell, cell_id):
         cell["id"] = re.sub(r"[^A-Za-z0-9_-]", "-", cell_id)[:64]
 
 
-class RestoreMissingCells(OverwriteCells):
-    """nbgrader's OverwriteCells, restoring deleted graded cells in the right place even when neighbours are gone."""
+class RestoreCells(OverwriteCells):
+    """nbgrader's OverwriteCells, restoring deleted graded cells in the right place even when neighbours are gone,
+    and warning about an edited test cell only when the student edited it.
+
+    nbgrader compares a submitted test cell with the source cell, hidden tests included, so it warns "checksum
+    has changed" for every test cell with hidden tests in every submission, and a real edit drowns in the noise.
+    """
 
     def preprocess_cell(self, cell, resources, cell_index):
+        self._only_hidden_tests_differ = self._as_released(cell)
         cell, resources = super().preprocess_cell(cell, resources, cell_index)
         meta = cell.metadata.get("nbgrader")
         if meta is not None and "grade_id" not in meta:
@@ -141,6 +148,24 @@ class RestoreMissingCells(OverwriteCells):
             # check would then fail the whole notebook: make it an ordinary cell instead.
             del cell.metadata["nbgrader"]
         return cell, resources
+
+    def _as_released(self, cell):
+        """Whether a locked cell's source is the source cell's with its hidden tests removed, as released."""
+        if not utils.is_locked(cell):
+            return False
+        try:
+            source = self.gradebook.find_source_cell(
+                cell.metadata.nbgrader.get("grade_id"), self.notebook_id, self.assignment_id
+            ).source
+        except MissingEntry:
+            return False
+        return cell.source == without_hidden_tests(source)
+
+    def report_change(self, name, attr, old, new):
+        if attr != "checksum":
+            super().report_change(name, attr, old, new)
+        elif not self._only_hidden_tests_differ:
+            self.log.warning("Cell %s differs from the released version (edited?); it is put back as in the source.", name)
 
     def add_missing_grade_cells(self, nb, resources):
         source = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
@@ -163,6 +188,19 @@ class RestoreMissingCells(OverwriteCells):
             nb.cells.insert(_position(nb.cells, order, present, grade_cell.name), restored)
             present[grade_cell.name] = restored
         return nb, resources
+
+
+def without_hidden_tests(source):
+    """What nbgrader's ClearHiddenTests leaves of a cell's source: every line outside the hidden regions."""
+    kept, inside = [], False
+    for line in source.split("\n"):
+        if "BEGIN HIDDEN TESTS" in line:
+            inside = True
+        elif "END HIDDEN TESTS" in line:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def _position(cells, order, present, name):
