@@ -95,7 +95,7 @@ class RepairCellMetadata(NbGraderPreprocessor):
             if problem is None:
                 continue
             self.log.warning(
-                "%s: cell %d is %s; it runs as an ordinary cell.", _where(resources), index + 1, problem
+                "%s: cell %d is %s; it runs as an ordinary cell.", submission(resources), index + 1, problem
             )
             del cell.metadata["nbgrader"]
             note = nbformat.v4.new_markdown_cell(
@@ -119,7 +119,8 @@ def _has_id(cell):
     return utils.is_grade(cell) or utils.is_solution(cell) or utils.is_locked(cell)
 
 
-def _where(resources):
+def submission(resources):
+    """student/assignment/notebook, for the log: nbgrader's own messages often leave out whose notebook it is."""
     info = resources.get("nbgrader", {})
     return f"{info.get('student', '?')}/{info.get('assignment', '?')}/{info.get('notebook', '?')}"
 
@@ -141,6 +142,7 @@ class RestoreCells(OverwriteCells):
 
     def preprocess_cell(self, cell, resources, cell_index):
         self._only_hidden_tests_differ = self._as_released(cell)
+        self._submission = submission(resources)
         cell, resources = super().preprocess_cell(cell, resources, cell_index)
         meta = cell.metadata.get("nbgrader")
         if meta is not None and "grade_id" not in meta:
@@ -165,7 +167,8 @@ class RestoreCells(OverwriteCells):
         if attr != "checksum":
             super().report_change(name, attr, old, new)
         elif not self._only_hidden_tests_differ:
-            self.log.warning("Cell %s differs from the released version (edited?); it is put back as in the source.", name)
+            self.log.warning("%s: cell %s differs from the released version (edited?); it is put back as in the source.",
+                             self._submission, name)
 
     def add_missing_grade_cells(self, nb, resources):
         source = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
@@ -180,7 +183,7 @@ class RestoreCells(OverwriteCells):
             if grade_cell.name in present:
                 continue
             self.log.warning("%s: graded cell %s was missing; restored from the source.",
-                             _where(resources), grade_cell.name)
+                             submission(resources), grade_cell.name)
             restored = self.missing_cell_transform(
                 source_cells[grade_cell.name], grade_cell.max_score, is_solution=grade_cell.name in solution_ids
             )

@@ -238,7 +238,9 @@ def test_plain_nbgrader_stops_the_whole_run_at_a_copied_cell(tmp_path):
 
 
 def test_restored_cells_are_the_source_cells_with_hidden_tests(graded):
-    course, _ = graded
+    course, log = graded
+    assert re.findall(r"(\S+): cell (\S+) differs from the released version", log) == [("m-edited-test/tiny/tiny",
+                                                                                        "test_square")]
     source = {c.metadata.nbgrader["grade_id"]: c.source for c in source_notebook().cells if "nbgrader" in c.metadata}
     for student, cell in (("m-edited-test", "test_square"), ("d-damaged-metadata", "test_square"),
                           ("e-deleted-exercise-and-test", "test_cube")):
@@ -283,10 +285,11 @@ def test_the_kernel_works_in_the_students_own_copy(graded):
 
 
 def test_an_endless_loop_is_cut_with_an_explanation(graded):
-    course, _ = graded
+    course, log = graded
     test = cell_of(autograded(course, "k-endless-loop"), "test_square")
     timeouts = [out for out in test.outputs if out.output_type == "error" and out.ename == "CellTimeoutError"]
     assert timeouts and f"stopped this cell after {TIMEOUT_S} s" in timeouts[0].evalue
+    assert re.findall(r"(\S+): cell \d+ was stopped after", log) == ["k-endless-loop/tiny/tiny"]
 
 
 def test_feedback_shows_the_verdict_of_hidden_tests_but_not_their_code(graded):
