@@ -56,7 +56,8 @@ def free_port():
 
 
 class LabServer:
-    """A running JupyterLab: ``url(path)`` gives an address with the token, ``log()`` its output so far."""
+    """A started JupyterLab: ``wait_ready()`` until it answers, ``url(path)`` gives an address with the token,
+    ``log()`` its output so far."""
 
     def __init__(self, process, port, token, root_dir, log_path):
         self.process, self.port, self.token = process, port, token
@@ -69,10 +70,27 @@ class LabServer:
     def log(self):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"JupyterLab exited with code {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url("api/status"), timeout=2) as response:
+                    if response.status == 200 and "started" in json.load(response):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"JupyterLab did not answer /api/status within {timeout} s:\n{self.log()}")
+            time.sleep(0.25)
+
 
 @contextmanager
-def jupyter_lab(root_dir, cwd, state_dir, log_path, start_timeout=60):
-    """Run JupyterLab serving ``root_dir`` until the block ends, however it ends.
+def jupyter_lab(root_dir, cwd, state_dir, log_path):
+    """Start JupyterLab serving ``root_dir`` and stop it when the block ends, however it ends.
+
+    It boots while the block goes on: call ``wait_ready()`` on the server before using it.
 
     ``cwd`` is where the server runs: nbgrader's Validate button reads nbgrader_config.py from there.
     ``state_dir`` gets the server's private config, settings, workspaces and runtime folders.
@@ -107,26 +125,9 @@ def jupyter_lab(root_dir, cwd, state_dir, log_path, start_timeout=60):
                                    start_new_session=True)
     server = LabServer(process, port, token, root_dir, log_path)
     try:
-        wait_for_status(server, start_timeout)
         yield server
     finally:
         stop(process)
-
-
-def wait_for_status(server, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.process.poll() is not None:
-            raise AssertionError(f"JupyterLab exited with code {server.process.returncode}:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(server.url("api/status"), timeout=2) as response:
-                if response.status == 200 and "started" in json.load(response):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"JupyterLab did not answer /api/status within {timeout} s:\n{server.log()}")
-        time.sleep(0.25)
 
 
 def stop(process):
@@ -216,24 +217,46 @@ def code_cell_index(notebook_path, first_line):
 class LabNotebook:
     """One notebook open in JupyterLab, driven as a student drives it: click a cell, press Shift+Enter."""
 
-    def __init__(self, page, path, cells_on_disk):
-        self.page, self.path = page, path
+    def __init__(self, page, path, panel, cells_on_disk):
+        self.page, self.path, self.panel = page, path, panel
         self.kinds = [c.cell_type for c in cells_on_disk]
-        self.panel = page.locator(".jp-NotebookPanel:visible")
+        self.durations = {}  # seconds each code cell took to run, prompt to prompt
 
     @classmethod
     def open(cls, page, server, relative_path, timeout=30_000):
-        """Open ``relative_path`` (inside the server's root) in a fresh workspace and wait for its kernel."""
-        cells = nbformat.read(server.root_dir / relative_path, as_version=4).cells
+        """Load JupyterLab with just ``relative_path`` (inside the server's root) open, every cell shown and
+        the kernel idle, ready to run cells."""
         # `reset` drops any saved workspace, so exactly this notebook is open.
         page.goto(server.url(f"lab/tree/{relative_path}?reset"))
-        notebook = cls(page, relative_path, cells)
-        expect(notebook.cells()).to_have_count(len(cells), timeout=timeout)
+        notebook = cls._tab(page, server, relative_path, timeout)
+        expect(notebook.cells()).to_have_count(len(notebook.kinds), timeout=timeout)
         notebook.wait_for_kernel_idle(timeout)
         # A dialog here (no kernel, a file error) would swallow every click that follows.
         dialogs = page.locator(".jp-Dialog")
         assert dialogs.count() == 0, f"JupyterLab opened {relative_path} with a dialog: {dialogs.all_inner_texts()}"
         return notebook
+
+    @classmethod
+    def open_from_path(cls, page, server, relative_path, timeout=30_000):
+        """Open another notebook in the lab already loaded, with File ▸ Open from Path…, for its toolbar:
+        this does not wait for its cells or its kernel."""
+        page.locator("#jp-MainMenu .lm-MenuBar-item", has_text="File").click()
+        page.locator(".lm-Menu-item[data-command='filebrowser:open-path']").click()
+        page.locator(".jp-Dialog input").fill(relative_path)
+        page.keyboard.press("Enter")
+        return cls._tab(page, server, relative_path, timeout)
+
+    @classmethod
+    def _tab(cls, page, server, relative_path, timeout):
+        """The notebook in the tab of ``relative_path``, once that tab is the visible one."""
+        cells = nbformat.read(server.root_dir / relative_path, as_version=4).cells
+        # The tab's tooltip names the file's path; its data-id is the id of the panel showing the notebook.
+        # (Two notebooks may share a file name, and a hidden panel can still match ":visible" for a moment.)
+        tab = page.locator(f".lm-DockPanel-tabBar .lm-TabBar-tab[title*='Path: {relative_path}']")
+        expect(tab, f"no tab for {relative_path}").to_have_count(1, timeout=timeout)
+        panel = page.locator(f"[id='{tab.get_attribute('data-id')}']")
+        expect(panel).to_be_visible(timeout=timeout)
+        return cls(page, relative_path, panel, cells)
 
     def cells(self):
         return self.panel.locator(".jp-Notebook .jp-Cell")
@@ -244,30 +267,34 @@ class LabNotebook:
     def wait_for_kernel_idle(self, timeout=30_000):
         self.panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=timeout)
 
-    def run_cell(self, index, timeout=60_000):
-        """Select cell ``index``, press Shift+Enter and, for a code cell, wait until it has run.
-
-        One cell at a time, as a student would: a failing test cell in the student version then does not
-        cancel the cells queued after it.
-        """
+    def select(self, index):
+        """Make cell ``index`` the active cell, in command mode."""
         cell = self.cell(index)
         cell.scroll_into_view_if_needed()
         cell.locator(".jp-InputPrompt").first.click()
-        self.page.keyboard.press("Escape")  # command mode, whatever the click did
+        self.page.keyboard.press("Escape")
+
+    def run_cells(self, first, last, timeout_per_cell=60_000):
+        """Run cells first..last one by one, as a student does: Shift+Enter, and wait for each code cell.
+
+        One cell at a time, so a failing test cell in the student version does not cancel the cells after it.
+        """
+        self.select(first)
+        for i in range(first, last + 1):
+            self._run_active(i, timeout_per_cell)
+
+    def _run_active(self, index, timeout):
+        cell = self.cell(index)
+        # Shift+Enter moves the selection on; were the focus lost, the next key would go nowhere.
+        expect(cell, f"cell {index} is not the active cell").to_have_class(re.compile(r"\bjp-mod-active\b"),
+                                                                          timeout=5_000)
+        started = time.monotonic()
         self.page.keyboard.press("Shift+Enter")
         if self.kinds[index] == "code":
-            # The prompt reads [*] while it runs and [n] once done.
-            prompt = cell.locator(".jp-InputArea-prompt").first
-            deadline = time.monotonic() + timeout / 1000
-            while not re.fullmatch(r"\[\d+\]:", prompt.inner_text().strip()):
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"cell {index} of {self.path} did not finish within {timeout / 1000:.0f} s")
-                self.page.wait_for_timeout(50)
-
-    def run_through(self, index, timeout_per_cell=60_000):
-        """Run cells 0..index, one by one."""
-        for i in range(index + 1):
-            self.run_cell(i, timeout_per_cell)
+            # The prompt reads [*] while the cell waits or runs, [n] once it has run.
+            expect(cell.locator(".jp-InputArea-prompt").first, f"cell {index} did not finish").to_have_text(
+                re.compile(r"^\[\d+\]:$"), timeout=timeout)
+            self.durations[index] = time.monotonic() - started
 
     def outputs(self, index):
         return self.cell(index).locator(".jp-OutputArea-output")
