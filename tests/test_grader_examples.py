@@ -131,3 +131,19 @@ def test_the_csv_export_has_every_student(graded):
     for student, row in rows.items():
         cells = course.cell_scores(student, ASSIGNMENT, NOTEBOOK)
         assert float(row["score"]) == sum(score for score, _ in cells.values())
+
+
+def _gradebook(course):
+    return {student: course.cell_scores(student, ASSIGNMENT, NOTEBOOK) for student in examples.EXAMPLES}
+
+
+def test_autograding_again_gives_the_same_gradebook(graded):
+    course, _ = graded
+    first = _gradebook(course)
+    course.nbgrader("autograde", ASSIGNMENT)  # as an instructor re-runs it: graded submissions are skipped
+    assert _gradebook(course) == first
+    # From scratch for a few (a copied cell, the correct one, the unreadable file, the rebinding): same scores.
+    again = course.autograde(ASSIGNMENT, "--student=example-[cir]*")
+    regraded = set(re.findall(r"Creating/updating student with ID '([^']+)'", again.stdout + again.stderr))
+    assert regraded == {"example-copied-cell", "example-correct", "example-invalid-json", "example-rebinds-names"}
+    assert _gradebook(course) == first
