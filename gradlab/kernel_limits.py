@@ -1,4 +1,5 @@
-"""A memory ceiling for the kernel that runs a student's notebook under `nbgrader autograde`.
+"""Limits on the kernel that runs a student's notebook under `nbgrader autograde`: memory, and a timeout that says
+what happened (to the student in the feedback, to the instructor in the log, with the student's name).
 
 Autograde runs student code with the instructor's rights. What bounds it without new infrastructure:
 - time: nbgrader's per-cell timeout (``c.Execute.timeout``), which interrupts the cell and goes on;
