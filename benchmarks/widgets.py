@@ -1,0 +1,104 @@
+"""Milliseconds per animation frame of lesson 2's two descent explorers under ipympl, headless.
+
+Run as its own process (``python -m benchmarks.widgets``, JSON on stdout) so that the widget backend
+does not leak into the rest of the benchmark. The explorers are lesson 2's own (its cost on the cell
+data, its ranges, starts and rates: benchmarks/lesson_code.py builds them from the notebook).
+
+One frame is what the kernel does for one step of Play in JupyterLab:
+1. the callback: the step slider's observer moves the artists, updates the readout and asks for a
+   redraw (ipympl's ``draw_idle`` only sends a "draw" request to the browser);
+2. the redraw the browser then asks for: ipympl's ``canvas.draw()``, which renders the whole figure
+   with Agg and encodes the changed pixels as a PNG for the browser.
+Here step 2 is called at once, as if the browser answered instantly: the network, the browser's
+decoding and painting are not included. The canvas is told the front end is there (its "initialized"
+message), so it sends PNG diffs as in a live session, not a full data URL as it does with no browser.
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import matplotlib
+
+LESSON_NAMES = ["device", "X", "x", "y", "cost", "B_FIXED", "explorer_1d", "explorer_2d"]
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+class BrowserStandIn:
+    """Answers the canvas's redraw requests the way ipympl's front end does: one canvas.draw() per request."""
+
+    def __init__(self, canvas):
+        self.canvas = canvas
+        self.pending = False
+        canvas._handle_message(canvas, {"type": "initialized"}, [])
+        send_json = canvas.send_json
+
+        def to_browser(content):  # draw_idle reaches the browser as a {"type": "draw"} message
+            if content.get("type") == "draw":
+                self.pending = True
+            send_json(content)
+
+        canvas.send_json = to_browser
+
+    def answer(self):
+        if self.pending:
+            self.pending = False
+            self.canvas.draw()
+
+
+def time_frames(explorer, steps, repeats):
+    browser = BrowserStandIn(explorer.fig.canvas)
+    browser.answer()  # the first full draw happens when the explorer is displayed, before any Play
+    frames, callbacks, draws = [], [], []
+    for _ in range(repeats):
+        for k in range(1, steps + 1):
+            start = time.perf_counter()
+            explorer.step.value = k
+            called = time.perf_counter()
+            browser.answer()
+            done = time.perf_counter()
+            frames.append(done - start)
+            callbacks.append(called - start)
+            draws.append(done - called)
+        explorer.step.value = 0
+        browser.answer()
+    ms = 1000
+    return {
+        "frame_ms_median": ms * statistics.median(frames),
+        "frame_ms_p95": ms * percentile(frames, 95),
+        "callback_ms_median": ms * statistics.median(callbacks),
+        "draw_ms_median": ms * statistics.median(draws),
+        "frames": len(frames),
+    }
+
+
+def measure(max_steps=None, repeats=2):
+    matplotlib.use("module://ipympl.backend_nbagg")
+    from benchmarks import lesson_code
+
+    lesson2 = lesson_code.load("02", LESSON_NAMES)
+    result = {"backend": matplotlib.get_backend(), "repeats": repeats}
+    for key, explorer in (("gd1d", lesson2["explorer_1d"]), ("gd2d", lesson2["explorer_2d"])):
+        if type(explorer.fig.canvas).__module__ != "ipympl.backend_nbagg":
+            raise RuntimeError(f"the explorer's canvas is {type(explorer.fig.canvas)}, not ipympl's")
+        steps = explorer.max_steps if max_steps is None else min(max_steps, explorer.max_steps)
+        for name, value in time_frames(explorer, steps, repeats).items():
+            result[f"{key}_{name}"] = value
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-steps", type=int, default=None, help="animate only the first steps (default: all)")
+    parser.add_argument("--repeats", type=int, default=2, help="times each animation is played (default: 2)")
+    args = parser.parse_args(argv)
+    json.dump(measure(args.max_steps, args.repeats), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
