@@ -5,13 +5,17 @@ does not leak into the rest of the benchmark. The explorers are lesson 2's own (
 data, its ranges, starts and rates: benchmarks/lesson_code.py builds them from the notebook).
 
 One frame is what the kernel does for one step of Play in JupyterLab:
-1. the callback: the step slider's observer moves the artists, updates the readout and asks for a
-   redraw (ipympl's ``draw_idle`` only sends a "draw" request to the browser);
-2. the redraw the browser then asks for: ipympl's ``canvas.draw()``, which renders the whole figure
-   with Agg and encodes the changed pixels as a PNG for the browser.
-Here step 2 is called at once, as if the browser answered instantly: the network, the browser's
-decoding and painting are not included. The canvas is told the front end is there (its "initialized"
-message), so it sends PNG diffs as in a live session, not a full data URL as it does with no browser.
+1. the callback: the step slider's observer moves the artists, updates the readout and refreshes the
+   figure. Once the figure has been rendered in full, the refresh is a blit (gradlab/explorer_base.py,
+   ``Blitter``): the saved still part is restored, the moving artists are drawn with Agg and the changed
+   pixels are encoded as a PNG for the browser. Before that, it is ipympl's ``draw_idle``, which only
+   sends a "draw" request to the browser;
+2. any full render the browser then asks for: ipympl's ``canvas.draw()`` (the whole figure with Agg,
+   then the PNG of the changed pixels), called here at once, as if the browser answered instantly.
+The network, the browser's decoding and painting are not included. The canvas is told that the front
+end is there (its "initialized" message), so it sends PNG diffs as in a live session, not a full data
+URL as it does with no browser. The first full render, when the explorer is shown, is not a frame.
+After the timing, the blitted figure is compared pixel by pixel with a full render of the same step.
 """
 import argparse
 import json
@@ -20,6 +24,7 @@ import sys
 import time
 
 import matplotlib
+import numpy as np
 
 LESSON_NAMES = ["device", "X", "x", "y", "cost", "B_FIXED", "explorer_1d", "explorer_2d"]
 
@@ -51,6 +56,19 @@ class BrowserStandIn:
             self.canvas.draw()
 
 
+def plain_render(fig):
+    """The figure's pixels rendered in full with nothing animated, so without the explorer's Blitter."""
+    moving = [a for ax in fig.axes for a in ax.get_children() if a.get_animated()]
+    for artist in moving:
+        artist.set_animated(False)
+    try:
+        fig.canvas.draw()
+        return np.array(fig.canvas.buffer_rgba())
+    finally:
+        for artist in moving:
+            artist.set_animated(True)
+
+
 def time_frames(explorer, steps, repeats):
     browser = BrowserStandIn(explorer.fig.canvas)
     browser.answer()  # the first full draw happens when the explorer is displayed, before any Play
@@ -67,6 +85,9 @@ def time_frames(explorer, steps, repeats):
             draws.append(done - called)
         explorer.step.value = 0
         browser.answer()
+    explorer.step.value = steps // 2
+    browser.answer()
+    blitted = np.array(explorer.fig.canvas.buffer_rgba())
     ms = 1000
     return {
         "frame_ms_median": ms * statistics.median(frames),
@@ -74,6 +95,7 @@ def time_frames(explorer, steps, repeats):
         "callback_ms_median": ms * statistics.median(callbacks),
         "draw_ms_median": ms * statistics.median(draws),
         "frames": len(frames),
+        "frame_matches_full_render": bool(np.array_equal(blitted, plain_render(explorer.fig))),
     }
 
 

@@ -43,10 +43,13 @@ class DescentExplorer1D(Explorer):
         self._box = (np.array([lo, finite.min() - pad]), np.array([hi, finite.max() + pad]))  # (θ, J) corners
         ax, name = self.ax, self.names[0]
         (self.curve_line,) = ax.plot(thetas, curve, color="0.3", lw=1.5, label=f"J({name})")
-        (self.path_line,) = ax.plot([], [], "o-", color="tab:orange", ms=4, lw=1, alpha=0.8, label="path so far")
-        (self.tangent_line,) = ax.plot([], [], "--", color="tab:green", lw=1.5, label="tangent")
-        (self.point_marker,) = ax.plot([], [], "o", color="tab:blue", ms=9, zorder=5, label="current point")
-        (self.edge_marker,) = ax.plot([], [], ">", color=DIVERGED_COLOR, ms=11, zorder=6)
+        # Animated: they move every frame, and a widget backend redraws only them (explorer_base.Blitter).
+        moving = {"animated": True}
+        (self.path_line,) = ax.plot([], [], "o-", color="tab:orange", ms=4, lw=1, alpha=0.8, label="path so far",
+                                    **moving)
+        (self.tangent_line,) = ax.plot([], [], "--", color="tab:green", lw=1.5, label="tangent", **moving)
+        (self.point_marker,) = ax.plot([], [], "o", color="tab:blue", ms=9, zorder=5, label="current point", **moving)
+        (self.edge_marker,) = ax.plot([], [], ">", color=DIVERGED_COLOR, ms=11, zorder=6, **moving)
         ax.set_xlim(lo, hi)
         ax.set_ylim(self._box[0][1], self._box[1][1])
         ax.set_xlabel(name)

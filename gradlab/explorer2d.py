@@ -51,10 +51,13 @@ class DescentExplorer2D(Explorer):
             filled = ax.contourf(W, B, J, levels=levels, cmap="viridis", alpha=0.55)
             ax.contour(W, B, J, levels=levels, colors="0.25", linewidths=0.5)
             self.fig.colorbar(filled, ax=ax, label="J", format="%.3g")
-        (self.path_line,) = ax.plot([], [], "o-", color="tab:orange", ms=3, lw=1.2, label="path so far")
-        (self.next_line,) = ax.plot([], [], "--", color="black", lw=1.5, label="next step −η∇J")
-        (self.point_marker,) = ax.plot([], [], "o", color="tab:red", mec="white", ms=9, zorder=5, label="current point")
-        (self.edge_marker,) = ax.plot([], [], "X", color=DIVERGED_COLOR, mec="white", ms=12, zorder=6)
+        # Animated: they move every frame, and a widget backend redraws only them (explorer_base.Blitter).
+        moving = {"animated": True}
+        (self.path_line,) = ax.plot([], [], "o-", color="tab:orange", ms=3, lw=1.2, label="path so far", **moving)
+        (self.next_line,) = ax.plot([], [], "--", color="black", lw=1.5, label="next step −η∇J", **moving)
+        (self.point_marker,) = ax.plot([], [], "o", color="tab:red", mec="white", ms=9, zorder=5,
+                                       label="current point", **moving)
+        (self.edge_marker,) = ax.plot([], [], "X", color=DIVERGED_COLOR, mec="white", ms=12, zorder=6, **moving)
         ax.set_xlim(self._low[0], self._high[0])
         ax.set_ylim(self._low[1], self._high[1])
         ax.set_xlabel(self.names[0])

@@ -65,8 +65,9 @@ def test_results_have_every_figure_with_its_type(quick_run):
         median, p95 = widgets[f"{key}_frame_ms_median"], widgets[f"{key}_frame_ms_p95"]
         assert is_number(median) and is_number(p95) and 0 < median <= p95
         assert widgets[f"{key}_frames"] == 5
-        # A frame includes the Agg redraw of the whole figure: far more than the callback alone.
-        assert widgets[f"{key}_draw_ms_median"] > widgets[f"{key}_callback_ms_median"]
+        assert 0 < widgets[f"{key}_callback_ms_median"] <= p95 and widgets[f"{key}_draw_ms_median"] >= 0
+        # A fast frame that shows something else than a full render of the same step would be worthless.
+        assert widgets[f"{key}_frame_matches_full_render"] is True
     assert set(results["repeats"]) >= {"notebooks", "mnist_epochs", "dataloader_epochs", "autograde_students"}
 
 
