@@ -6,9 +6,11 @@
 
 Each explorer is an ``ipywidgets.VBox``. ``ex.step.value = 10`` (or Play in the browser) shows step
 10; the whole path is computed when lr or the start changes, so a frame only moves artists.
-``ex.show_step(k)`` is one frame, for timing: under ipympl it ends with ``fig.canvas.draw_idle()``
-(the canvas renders when the browser asks for the image); under any other backend it renders a PNG
-into an ``ipywidgets.Image`` (see explorer_base.py), so it costs a full render (about 50 ms here).
+``ex.show_step(k)`` is one frame, for timing: under ipympl, once the figure has been shown, it redraws
+only the moving artists over a saved copy of the rest and sends the changed pixels (blitting, a few ms;
+before the first full render it asks the browser for one with ``fig.canvas.draw_idle()``); under any
+other backend it renders a PNG into an ``ipywidgets.Image``, a full render (about 50 ms here). See
+explorer_base.py; ``make bench`` times both explorers (benchmarks/widgets.py).
 Details: explorer1d.py, explorer2d.py; the descent itself: descent.py.
 Stable CSS classes for browser tests: gradlab-explorer (and -1d / -2d), gradlab-figure, gradlab-lr,
 gradlab-start (1-D) or gradlab-start-w / gradlab-start-b (2-D), gradlab-step, gradlab-play,
