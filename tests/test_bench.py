@@ -57,7 +57,9 @@ def test_results_have_every_figure_with_its_type(quick_run):
     for key in ("autograd_test_acc", "manual_test_acc"):
         assert is_number(mnist[key]) and 0 <= mnist[key] <= 1, key
     grade = results["autograde"]
-    assert all(is_number(grade[k]) and grade[k] > 0 for k in ("per_notebook_s", "plain_per_notebook_s"))
+    assert all(is_number(grade[k]) and grade[k] > 0 for k in ("nbgrader_start_s", "plain_per_notebook_s"))
+    assert grade["command_s"] > grade["nbgrader_start_s"]
+    assert grade["per_notebook_s"] == pytest.approx((grade["command_s"] - grade["nbgrader_start_s"]) / grade["students"])
     assert grade["overhead_s"] == pytest.approx(grade["per_notebook_s"] - grade["plain_per_notebook_s"])
     widgets = results["widgets"]
     assert widgets["backend"] == "module://ipympl.backend_nbagg"
