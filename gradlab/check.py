@@ -116,6 +116,9 @@ class Report:
         width = max((len(c.name) for c in self.comparisons), default=0)
         return "\n".join(c.line(width) for c in self.comparisons)
 
+    # A console or a notebook's text/plain output shows the table too, not <Report at 0x...>.
+    __repr__ = __str__
+
     def _repr_html_(self):
         rows = []
         for c in self.comparisons:

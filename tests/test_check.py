@@ -355,6 +355,7 @@ def test_report_text_and_html(expected):
     assert len(text.splitlines()) == 3 and "exact" in text and "error" in text and "wrong sign" in text
     assert len({line.index(" | ") for line in text.splitlines() if " | " in line}) == 1  # columns line up
     assert rows._repr_html_().count("<tr>") == 4 and not rows.ok
+    assert repr(rows) == text  # what a console or a text/plain output shows
     assert report([compare("dW", expected, expected)]).ok
 
 

@@ -6,7 +6,6 @@
 3. compare never raises, whatever a student returns.
 """
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import assume, given, settings

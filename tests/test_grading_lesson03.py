@@ -1,20 +1,9 @@
 """The hidden checks of lesson 3 pass the lesson's own solutions and fail typical mistakes with a useful message."""
-import nbformat
 import pytest
 import torch
 
-from course import NOTEBOOKS
+from course import solution_namespace
 from gradlab.grading import lesson03
-
-
-def solution_namespace(notebook):
-    """The lesson's solution cells, run in order: the tests use the very code students are graded against."""
-    nb = nbformat.read(NOTEBOOKS / notebook, as_version=4)
-    namespace = {"torch": torch}
-    for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code":
-            exec(cell.source, namespace)
-    return namespace
 
 
 SOLUTIONS = solution_namespace("03-backprop-by-hand/backprop-by-hand.ipynb")

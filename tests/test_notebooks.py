@@ -1,5 +1,6 @@
 """Every lesson, three ways: the source runs clean, the student version only fails where a student
-has work to do, and autograding the source gives full marks. New lessons are picked up from disk."""
+has work to do, and autograding gives the source full marks and
+the untouched student version zero. New lessons are picked up from disk."""
 import shutil
 
 import pytest
@@ -57,12 +58,16 @@ def test_student_version_fails_only_where_work_is_left(assignment, notebook, cou
 
 
 @pytest.mark.parametrize("assignment, notebook", LESSONS, ids=IDS)
-def test_autograding_the_solutions_gives_full_marks(assignment, notebook, courses, repo_root):
+def test_autograding_gives_the_solutions_full_marks_and_the_blank_version_zero(
+        assignment, notebook, courses, repo_root):
     course = courses(assignment)
     course.submit("solutions", assignment, repo_root / "notebooks" / assignment / notebook)
-    course.autograde(assignment, "--student=solutions")
+    course.submit("blank", assignment, course.release_dir(assignment) / notebook)
+    course.autograde(assignment)
     cells = course.cell_scores("solutions", assignment, notebook.removesuffix(".ipynb"))
     lost = {name: got for name, got in cells.items() if got[0] != got[1]}
     assert not lost, f"autograde took points off the solutions: {lost}"
-    score, max_score = course.scores(assignment)["solutions"]
+    scores = course.scores(assignment)
+    score, max_score = scores["solutions"]
     assert max_score > 0 and score == max_score
+    assert scores["blank"] == (0, max_score), f"the untouched student version scored {scores['blank']}"

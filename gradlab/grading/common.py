@@ -1,6 +1,8 @@
 """What every lesson's hidden checks share: the inputs they try and a safe call of student code."""
 import torch
 
+from gradlab.check import check_grad
+
 
 def devices():
     """The devices a hidden test runs on: always the CPU, and CUDA where the machine has it."""
@@ -41,3 +43,14 @@ def call_student(fn, name, *args, case=""):
         raise AssertionError(
             f"`{name}` raised {type(err).__name__}: {err}\n  when called with: {shapes}{where}"
         ) from None
+
+
+def check_placed(name, got, expected, context, **tolerance):
+    """check_grad, and also insist on the inputs' dtype and device (check_grad only notes a difference)."""
+    result = check_grad(name, got, expected, context=context, **tolerance)
+    if result.kind == "placement":
+        raise AssertionError(
+            f"{name} has the right values ({context}), but {result.diagnosis} Compute it from the inputs, so that "
+            "it keeps their dtype and device (avoid torch.tensor(...) around a result, .float(), .cpu())."
+        )
+    return result

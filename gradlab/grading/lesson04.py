@@ -9,19 +9,8 @@ import random
 import torch
 from torch import nn
 
-from gradlab.check import autograd_grads, check_grad, compare
+from gradlab.check import autograd_grads, compare
 from gradlab.grading import common
-
-
-def _check(name, got, expected, context, **tolerance):
-    """check_grad, and also insist on the inputs' dtype and device (check_grad only notes a difference)."""
-    result = check_grad(name, got, expected, context=context, **tolerance)
-    if result.kind == "placement":
-        raise AssertionError(
-            f"{name} has the right values ({context}), but {result.diagnosis} Compute it from the inputs, so that "
-            "it keeps their dtype and device (avoid torch.tensor(...) around a result, .float(), .cpu())."
-        )
-    return result
 
 
 def mse(X, y, w, b):
@@ -66,7 +55,7 @@ def _check_gradient(fn, name, which, seed):
                 if value is not None and compare(name, got, value).ok:
                     raise AssertionError(f"{name} is wrong ({label}): {slip}. Expected {expected.item():.6g}, "
                                          f"got {float(got):.6g}.")
-        _check(name, got, expected, label)
+        common.check_placed(name, got, expected, label)
 
 
 def check_dL_dw1(dL_dw1):
