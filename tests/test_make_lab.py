@@ -35,6 +35,12 @@ def checkout(repo_root, tmp_path):
     return copy
 
 
+# The copy shares the repository's .venv. Were `make` to reinstall there (when pyproject.toml is newer than the
+# stamp), the shared editable install would point at this temporary copy, deleted after the test, and every later
+# `import gradlab` outside the repository root would fail. `-o` tells make to leave the stamp as it is.
+KEEP_SHARED_VENV = ("-o", ".venv/.installed")
+
+
 def get(url, timeout=2):
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.status, response.read().decode()
@@ -44,7 +50,7 @@ def test_make_lab_serves_the_student_versions(checkout):
     port, token = free_port(), "gradlab-test-token"
     args = f"--no-browser --allow-root --port={port} --ServerApp.token={token}"
     server = subprocess.Popen(
-        ["make", "lab", f"LAB_ARGS={args}"], cwd=checkout, start_new_session=True,
+        ["make", *KEEP_SHARED_VENV, "lab", f"LAB_ARGS={args}"], cwd=checkout, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -69,7 +75,7 @@ def test_make_lab_serves_the_student_versions(checkout):
             assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
             assert "raise NotImplementedError" in text
         # With everything in place, a second `make lab` has nothing left to generate.
-        assert subprocess.run(["make", "-q", "student"], cwd=checkout).returncode == 0
+        assert subprocess.run(["make", *KEEP_SHARED_VENV, "-q", "student"], cwd=checkout).returncode == 0
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
