@@ -26,6 +26,26 @@ def randn(gen, *shape, dtype=torch.float32, device="cpu", scale=1.0):
     return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype=dtype, device=device)
 
 
+def scalar(gen, dtype, device, scale=1.0):
+    """A seeded 0-dim tensor: a parameter such as w or b."""
+    return randn(gen, 1, dtype=dtype, device=device, scale=scale).reshape(())
+
+
+def labels(gen, n, dtype, device):
+    """Random 0/1 labels of shape (n,); both values appear whenever n > 1, so no constant label passes by luck."""
+    y = (torch.rand(n, generator=gen) < 0.5).double()
+    if n > 1:
+        y[0], y[1] = 0.0, 1.0
+    return y.to(dtype=dtype, device=device)
+
+
+def neuron_batch(gen, n, dtype, device):
+    """x (n,), labels y (n,) and 0-dim w, b: a fresh random one-input neuron and batch (lessons 2 and 3)."""
+    x = randn(gen, n, dtype=dtype, device=device)
+    y = labels(gen, n, dtype, device)
+    return x, y, scalar(gen, dtype, device, scale=2.0), scalar(gen, dtype, device)
+
+
 def call_student(fn, name, *args, case=""):
     """Call a student's function; turn any exception into an AssertionError that says what happened."""
     if not callable(fn):

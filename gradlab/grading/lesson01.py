@@ -2,7 +2,7 @@
 
 Inputs follow the lesson's shapes: X of shape (N, 1), labels y of shape (N,), predictions h of shape (N, 1),
 scalar parameters w and b. Expected values come from torch (autograd for the derivative) on the same inputs.
-Lesson 3 reuses the helpers at the top.
+Lesson 3 reuses check_tensor.
 """
 import torch
 
@@ -21,19 +21,6 @@ def check_tensor(name, got, expected, case):
             f"it should follow the inputs: {str(expected.dtype).replace('torch.', '')} on {expected.device} ({case}). "
             f"Build new tensors from the inputs (e.g. torch.ones_like(x)), or pass dtype=x.dtype, device=x.device."
         )
-
-
-def random_scalar(gen, dtype, device, scale=1.0):
-    """A 0-dim tensor: a parameter such as w or b."""
-    return common.randn(gen, 1, dtype=dtype, device=device, scale=scale).reshape(())
-
-
-def random_labels(gen, n, dtype, device):
-    """Random 0/1 labels of shape (n,); both values appear whenever n > 1, so no constant label passes by luck."""
-    y = (torch.rand(n, generator=gen) < 0.5).double()
-    if n > 1:
-        y[0], y[1] = 0.0, 1.0
-    return y.to(dtype=dtype, device=device)
 
 
 def _column(gen, n, dtype, device):
@@ -57,7 +44,7 @@ def check_linear(linear):
     """linear(X, w, b=0.0) -> X·w + b, shape (N, 1)."""
     for label, gen, n, dtype, device in common.cases(101):
         X = _column(gen, n, dtype, device)
-        w, b = random_scalar(gen, dtype, device, scale=2.0), random_scalar(gen, dtype, device)
+        w, b = common.scalar(gen, dtype, device, scale=2.0), common.scalar(gen, dtype, device)
         check_tensor("z = X·w + b", common.call_student(linear, "linear", X, w, b, case=label), X * w + b, label)
         without_bias = common.call_student(linear, "linear", X, w, case=label + ", b left out")
         check_tensor("z = X·w (b left out, so 0)", without_bias, X * w, label + ", b left out")
@@ -74,7 +61,7 @@ def check_sigmoid(sigmoid):
 
 def _predictions_and_labels(gen, n, dtype, device):
     h = torch.sigmoid(common.randn(gen, n, 1, dtype=dtype, device=device, scale=2.0))
-    return h, random_labels(gen, n, dtype, device)
+    return h, common.labels(gen, n, dtype, device)
 
 
 def check_sse(sse):
@@ -101,8 +88,8 @@ def check_dsse_dw(dsse_dw):
     """dsse_dw(X, y, w) -> dSSE/dw for SSE(w) = Σ_i (σ(x_i·w) − y_i)², a 0-dim tensor, against autograd."""
     for label, gen, n, dtype, device in common.cases(105):
         X = _column(gen, n, dtype, device)
-        y = random_labels(gen, n, dtype, device)
-        w = random_scalar(gen, dtype, device)
+        y = common.labels(gen, n, dtype, device)
+        w = common.scalar(gen, dtype, device)
         (expected,) = autograd_grads(lambda w_: ((torch.sigmoid(X * w_) - y.reshape(-1, 1)) ** 2).sum(), w)
         got = common.call_student(dsse_dw, "dsse_dw", X, y, w, case=label)
         (trapped,) = autograd_grads(lambda w_: ((torch.sigmoid(X * w_) - y) ** 2).sum(), w)

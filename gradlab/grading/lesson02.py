@@ -83,24 +83,6 @@ def threshold_for(x, y):
 
 
 # --------------------------------------------------------------------------- inputs
-def _scalar(gen, dtype, device, scale=1.0):
-    return common.randn(gen, 1, dtype=dtype, device=device, scale=scale).reshape(())
-
-
-def _labels(gen, n, dtype, device):
-    """Random 0/1 labels; both values appear whenever n > 1, so no constant label passes by luck."""
-    y = (torch.rand(n, generator=gen) < 0.5).double()
-    if n > 1:
-        y[0], y[1] = 0.0, 1.0
-    return y.to(dtype=dtype, device=device)
-
-
-def _batch(gen, n, dtype, device):
-    """x (N,), y (N,) and 0-dim w, b: a fresh random neuron and batch."""
-    x = common.randn(gen, n, dtype=dtype, device=device)
-    return x, _labels(gen, n, dtype, device), _scalar(gen, dtype, device, 2.0), _scalar(gen, dtype, device)
-
-
 def cell_like(gen, n, dtype=torch.float64, device="cpu"):
     """n samples shaped like the cell data: log-normal areas (mean about 0.65, in thousands) and labels
     drawn from a sigmoid boundary whose position and steepness change from one data set to the next."""
@@ -150,7 +132,7 @@ def check_dJ_db(dJ_db):
 
 def _check_partial(fn, name, what, which, seed):
     for label, gen, n, dtype, device in common.cases(seed, sizes=(1, 7, 64, 569)):
-        x, y, w, b = _batch(gen, n, dtype, device)
+        x, y, w, b = common.neuron_batch(gen, n, dtype, device)
         expected = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)[which]
         got = common.call_student(fn, name, x, y, w, b, case=label)
         _check(what, got, expected, label)
@@ -159,7 +141,7 @@ def _check_partial(fn, name, what, which, seed):
 def check_gd_step(gd_step):
     """gd_step(x, y, w, b, lr) -> (w_new, b_new): one step of w ← w − η·∂J/∂w, b ← b − η·∂J/∂b."""
     for label, gen, n, dtype, device in common.cases(203, sizes=(1, 7, 64, 569)):
-        x, y, w, b = _batch(gen, n, dtype, device)
+        x, y, w, b = common.neuron_batch(gen, n, dtype, device)
         lr = round(0.3 + 4.0 * float(torch.rand((), generator=gen)), 2)  # never 1, so a missing η shows
         case = f"{label}, lr = {lr}"
         gw, gb = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)

@@ -10,19 +10,12 @@ import torch
 
 from gradlab.check import autograd_grads
 from gradlab.grading import common
-from gradlab.grading.lesson01 import check_tensor, random_labels, random_scalar
+from gradlab.grading.lesson01 import check_tensor
 
 
 def cost(x, y, w, b):
     """The reference computation: mean squared error of the sigmoid neuron over the batch."""
     return ((torch.sigmoid(w * x + b) - y) ** 2).mean()
-
-
-def _batch(gen, n, dtype, device):
-    """x (N,), y (N,) and scalar w, b: a fresh random neuron and batch."""
-    x = common.randn(gen, n, dtype=dtype, device=device)
-    y = random_labels(gen, n, dtype, device)
-    return x, y, random_scalar(gen, dtype, device, scale=2.0), random_scalar(gen, dtype, device)
 
 
 def _pair(result, name, what, case):
@@ -43,7 +36,7 @@ def _unchanged(name, before, after, case):
 def check_forward(forward):
     """forward(x, y, w, b) -> (J, (x, y, z, s)): the cost and every intermediate."""
     for label, gen, n, dtype, device in common.cases(301):
-        x, y, w, b = _batch(gen, n, dtype, device)
+        x, y, w, b = common.neuron_batch(gen, n, dtype, device)
         J, cache = _pair(common.call_student(forward, "forward", x, y, w, b, case=label), "forward", "J, cache", label)
         check_tensor("J", J, cost(x, y, w, b), label)
         if not isinstance(cache, (tuple, list)) or len(cache) != 4:
@@ -57,7 +50,7 @@ def check_dJ_dsigma(dJ_dsigma):
     """dJ_dsigma(s, y) -> (N,): ∂J/∂s_i for J = mean((s − y)²)."""
     for label, gen, n, dtype, device in common.cases(302):
         s = torch.sigmoid(common.randn(gen, n, dtype=dtype, device=device, scale=2.0))
-        y = random_labels(gen, n, dtype, device)
+        y = common.labels(gen, n, dtype, device)
         (expected,) = autograd_grads(lambda s_: ((s_ - y) ** 2).mean(), s)
         got = common.call_student(dJ_dsigma, "dJ_dsigma", s, y, case=label)
         check_tensor("dJ/dσ", got, expected, label)
@@ -76,7 +69,7 @@ def check_dsigma_dz(dsigma_dz):
 def check_dz_dw(dz_dw):
     """dz_dw(x) -> (N,): ∂z_i/∂w for z_i = w·x_i + b."""
     for label, gen, n, dtype, device in common.cases(304):
-        x, _, w, b = _batch(gen, n, dtype, device)
+        x, _, w, b = common.neuron_batch(gen, n, dtype, device)
         # Give every observation its own copy of w, so autograd returns ∂z_i/∂w one by one.
         (expected,) = autograd_grads(lambda w_: (w_ * x + b).sum(), w * torch.ones_like(x))
         got = common.call_student(dz_dw, "dz_dw", x, case=label)
@@ -86,7 +79,7 @@ def check_dz_dw(dz_dw):
 def check_dz_db(dz_db):
     """dz_db(x) -> (N,): ∂z_i/∂b for z_i = w·x_i + b (the same dtype and device as x)."""
     for label, gen, n, dtype, device in common.cases(305):
-        x, _, w, b = _batch(gen, n, dtype, device)
+        x, _, w, b = common.neuron_batch(gen, n, dtype, device)
         (expected,) = autograd_grads(lambda b_: (w * x + b_).sum(), b * torch.ones_like(x))
         got = common.call_student(dz_db, "dz_db", x, case=label)
         check_tensor("dz/db", got, expected, label)
@@ -95,7 +88,7 @@ def check_dz_db(dz_db):
 def check_backward(backward):
     """backward((x, y, z, s)) -> (dJ/dw, dJ/db), both 0-dim, against autograd of the mean squared error."""
     for label, gen, n, dtype, device in common.cases(306):
-        x, y, w, b = _batch(gen, n, dtype, device)
+        x, y, w, b = common.neuron_batch(gen, n, dtype, device)
         z = w * x + b
         cache = (x, y, z, torch.sigmoid(z))
         before = tuple(t.clone() for t in cache)
@@ -142,7 +135,7 @@ def _as_float(value, name, what, case):
 def check_train_by_hand(train_by_hand):
     """train_by_hand(x, y, w, b, lr, passes) -> (w, b): per-observation SGD with hand gradients."""
     for label, gen, n, dtype, device in common.cases(307, sizes=(1, 6, 15)):
-        x, y, w0, b0 = _batch(gen, n, dtype, device)
+        x, y, w0, b0 = common.neuron_batch(gen, n, dtype, device)
         x = x.abs() + 0.1  # positive like the lesson's mean_area, and never 0 (the stale-x replay divides by x_i)
         w0, b0, lr, passes = w0.item(), b0.item(), 0.5, 3
         case = f"{label}, {passes} passes, lr={lr}, start w={w0:.4f}, b={b0:.4f}"
