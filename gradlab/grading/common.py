@@ -65,12 +65,18 @@ def call_student(fn, name, *args, case=""):
         ) from None
 
 
-def check_placed(name, got, expected, context, **tolerance):
-    """check_grad, and also insist on the inputs' dtype and device (check_grad only notes a difference)."""
-    result = check_grad(name, got, expected, context=context, **tolerance)
-    if result.kind == "placement":
+def check_tensor(name, got, expected, case, **tolerance):
+    """check_grad, then insist on a tensor in the inputs' dtype and on their device (check_grad only notes those)."""
+    check_grad(name, got, expected, context=case, **tolerance)
+    if not isinstance(got, torch.Tensor):
+        raise AssertionError(f"{name} should be a tensor, but it is a {type(got).__name__} ({case}).")
+    if got.dtype != expected.dtype or got.device != expected.device:
         raise AssertionError(
-            f"{name} has the right values ({context}), but {result.diagnosis} Compute it from the inputs, so that "
-            "it keeps their dtype and device (avoid torch.tensor(...) around a result, .float(), .cpu())."
+            f"{name} has the right values but is {_dtype(got)} on {got.device}; it should follow the inputs: "
+            f"{_dtype(expected)} on {expected.device} ({case}). Compute it from the input tensors (torch.ones_like(x) "
+            "for a new one), without float(), .item(), .cpu(), NumPy or torch.tensor(...) around a result."
         )
-    return result
+
+
+def _dtype(t):
+    return str(t.dtype).replace("torch.", "")

@@ -2,25 +2,11 @@
 
 Inputs follow the lesson's shapes: X of shape (N, 1), labels y of shape (N,), predictions h of shape (N, 1),
 scalar parameters w and b. Expected values come from torch (autograd for the derivative) on the same inputs.
-Lesson 3 reuses check_tensor.
 """
 import torch
 
-from gradlab.check import autograd_grads, check_grad
+from gradlab.check import autograd_grads
 from gradlab.grading import common
-
-
-def check_tensor(name, got, expected, case):
-    """check_grad, then insist on a tensor whose dtype and device follow the inputs (check_grad only notes them)."""
-    check_grad(name, got, expected, context=case)
-    if not isinstance(got, torch.Tensor):
-        raise AssertionError(f"{name} should be a tensor, but it is a {type(got).__name__} ({case}).")
-    if got.dtype != expected.dtype or got.device != expected.device:
-        raise AssertionError(
-            f"{name} has the right values but is {str(got.dtype).replace('torch.', '')} on {got.device}; "
-            f"it should follow the inputs: {str(expected.dtype).replace('torch.', '')} on {expected.device} ({case}). "
-            f"Build new tensors from the inputs (e.g. torch.ones_like(x)), or pass dtype=x.dtype, device=x.device."
-        )
 
 
 def _column(gen, n, dtype, device):
@@ -45,9 +31,9 @@ def check_linear(linear):
     for label, gen, n, dtype, device in common.cases(101):
         X = _column(gen, n, dtype, device)
         w, b = common.scalar(gen, dtype, device, scale=2.0), common.scalar(gen, dtype, device)
-        check_tensor("z = X·w + b", common.call_student(linear, "linear", X, w, b, case=label), X * w + b, label)
+        common.check_tensor("z = X·w + b", common.call_student(linear, "linear", X, w, b, case=label), X * w + b, label)
         without_bias = common.call_student(linear, "linear", X, w, case=label + ", b left out")
-        check_tensor("z = X·w (b left out, so 0)", without_bias, X * w, label + ", b left out")
+        common.check_tensor("z = X·w (b left out, so 0)", without_bias, X * w, label + ", b left out")
 
 
 def check_sigmoid(sigmoid):
@@ -56,7 +42,7 @@ def check_sigmoid(sigmoid):
         for shape in ((n,), (n, 1)):
             z = common.randn(gen, *shape, dtype=dtype, device=device, scale=4.0)
             got = common.call_student(sigmoid, "sigmoid", z, case=f"{label}, shape {shape}")
-            check_tensor("σ(z)", got, torch.sigmoid(z), f"{label}, shape {shape}")
+            common.check_tensor("σ(z)", got, torch.sigmoid(z), f"{label}, shape {shape}")
 
 
 def _predictions_and_labels(gen, n, dtype, device):
@@ -71,7 +57,7 @@ def check_sse(sse):
         expected = ((h - y.reshape(-1, 1)) ** 2).sum()
         got = common.call_student(sse, "sse", h, y, case=label)
         _trap_hint("SSE", got, ((h - y) ** 2).sum(), expected, label)
-        check_tensor("SSE", got, expected, label)
+        common.check_tensor("SSE", got, expected, label)
 
 
 def check_mse(mse):
@@ -81,7 +67,7 @@ def check_mse(mse):
         expected = ((h - y.reshape(-1, 1)) ** 2).mean()
         got = common.call_student(mse, "mse", h, y, case=label)
         _trap_hint("MSE", got, ((h - y) ** 2).mean(), expected, label)
-        check_tensor("MSE", got, expected, label)
+        common.check_tensor("MSE", got, expected, label)
 
 
 def check_dsse_dw(dsse_dw):
@@ -94,4 +80,4 @@ def check_dsse_dw(dsse_dw):
         got = common.call_student(dsse_dw, "dsse_dw", X, y, w, case=label)
         (trapped,) = autograd_grads(lambda w_: ((torch.sigmoid(X * w_) - y) ** 2).sum(), w)
         _trap_hint("dSSE/dw", got, trapped, expected, label)
-        check_tensor("dSSE/dw", got, expected, label)
+        common.check_tensor("dSSE/dw", got, expected, label)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
-from gradlab.check import autograd_grads, check_grad
+from gradlab.check import autograd_grads
 from gradlab.grading import common
 
 # The loop must close all but this fraction of the gap between the best constant guess and the best neuron.
@@ -101,19 +101,6 @@ def _pair(result, name, what, case):
     return result
 
 
-def _check(name, got, expected, case, atol=None):
-    """check_grad, and then the tensor's dtype and device must follow the inputs' (check_grad only notes them)."""
-    check_grad(name, got, expected, atol=atol, context=case)
-    if not isinstance(got, torch.Tensor):
-        raise AssertionError(f"{name} should be a tensor, but it is a {type(got).__name__} ({case}).")
-    if got.dtype != expected.dtype or got.device != expected.device:
-        raise AssertionError(
-            f"{name} has the right value but is {str(got.dtype).replace('torch.', '')} on {got.device}; "
-            f"it should follow the inputs: {str(expected.dtype).replace('torch.', '')} on {expected.device} "
-            f"({case}). Compute it from the input tensors, without float(), .item() or NumPy."
-        )
-
-
 def _near(got, expected, dtype):
     """got ≈ expected to within float rounding of the dtype, for spotting a known mistake."""
     return abs(float(got) - float(expected)) <= 1e3 * torch.finfo(dtype).eps * max(1.0, abs(float(expected)))
@@ -135,7 +122,7 @@ def _check_partial(fn, name, what, which, seed):
         x, y, w, b = common.neuron_batch(gen, n, dtype, device)
         expected = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)[which]
         got = common.call_student(fn, name, x, y, w, b, case=label)
-        _check(what, got, expected, label)
+        common.check_tensor(what, got, expected, label)
 
 
 def check_gd_step(gd_step):
@@ -155,8 +142,8 @@ def check_gd_step(gd_step):
             _diagnose_step(p, step, grad, lr, x, y, w, b, w_new, dtype, case)
             # The step is a difference of two numbers of size |w|: allow for their rounding, not the step's.
             atol = 8 * torch.finfo(dtype).eps * (1 + abs(float(old)))
-            _check(f"the step in {p} ({p}_new − {p})", step, -lr * grad, case, atol=atol)
-            _check(f"{p}_new", got, old - lr * grad, case)
+            common.check_tensor(f"the step in {p} ({p}_new − {p})", step, -lr * grad, case, atol=atol)
+            common.check_tensor(f"{p}_new", got, old - lr * grad, case)
 
 
 def _diagnose_step(p, step, grad, lr, x, y, w, b, w_new, dtype, case):

@@ -10,7 +10,6 @@ import torch
 
 from gradlab.check import autograd_grads
 from gradlab.grading import common
-from gradlab.grading.lesson01 import check_tensor
 
 
 def cost(x, y, w, b):
@@ -38,12 +37,12 @@ def check_forward(forward):
     for label, gen, n, dtype, device in common.cases(301):
         x, y, w, b = common.neuron_batch(gen, n, dtype, device)
         J, cache = _pair(common.call_student(forward, "forward", x, y, w, b, case=label), "forward", "J, cache", label)
-        check_tensor("J", J, cost(x, y, w, b), label)
+        common.check_tensor("J", J, cost(x, y, w, b), label)
         if not isinstance(cache, (tuple, list)) or len(cache) != 4:
             raise AssertionError(f"the cache should be the tuple (x, y, z, s), but it is {cache!r:.80} ({label}).")
         z = w * x + b
-        check_tensor("z in the cache", cache[2], z, label)
-        check_tensor("s = σ(z) in the cache", cache[3], torch.sigmoid(z), label)
+        common.check_tensor("z in the cache", cache[2], z, label)
+        common.check_tensor("s = σ(z) in the cache", cache[3], torch.sigmoid(z), label)
 
 
 def check_dJ_dsigma(dJ_dsigma):
@@ -53,7 +52,7 @@ def check_dJ_dsigma(dJ_dsigma):
         y = common.labels(gen, n, dtype, device)
         (expected,) = autograd_grads(lambda s_: ((s_ - y) ** 2).mean(), s)
         got = common.call_student(dJ_dsigma, "dJ_dsigma", s, y, case=label)
-        check_tensor("dJ/dσ", got, expected, label)
+        common.check_tensor("dJ/dσ", got, expected, label)
 
 
 def check_dsigma_dz(dsigma_dz):
@@ -63,7 +62,7 @@ def check_dsigma_dz(dsigma_dz):
         # Each σ(z_i) depends on z_i alone, so the gradient of the sum is the elementwise derivative.
         (expected,) = autograd_grads(lambda z_: torch.sigmoid(z_).sum(), z)
         got = common.call_student(dsigma_dz, "dsigma_dz", z, case=label)
-        check_tensor("dσ/dz", got, expected, label)
+        common.check_tensor("dσ/dz", got, expected, label)
 
 
 def check_dz_dw(dz_dw):
@@ -73,7 +72,7 @@ def check_dz_dw(dz_dw):
         # Give every observation its own copy of w, so autograd returns ∂z_i/∂w one by one.
         (expected,) = autograd_grads(lambda w_: (w_ * x + b).sum(), w * torch.ones_like(x))
         got = common.call_student(dz_dw, "dz_dw", x, case=label)
-        check_tensor("dz/dw", got, expected, label)
+        common.check_tensor("dz/dw", got, expected, label)
 
 
 def check_dz_db(dz_db):
@@ -82,7 +81,7 @@ def check_dz_db(dz_db):
         x, _, w, b = common.neuron_batch(gen, n, dtype, device)
         (expected,) = autograd_grads(lambda b_: (w * x + b_).sum(), b * torch.ones_like(x))
         got = common.call_student(dz_db, "dz_db", x, case=label)
-        check_tensor("dz/db", got, expected, label)
+        common.check_tensor("dz/db", got, expected, label)
 
 
 def check_backward(backward):
@@ -95,8 +94,8 @@ def check_backward(backward):
         dw, db = _pair(common.call_student(backward, "backward", cache, case=label), "backward", "dJ/dw, dJ/db", label)
         _unchanged("backward", before, cache, label)
         expected_dw, expected_db = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)
-        check_tensor("dJ/dw", dw, expected_dw, label)
-        check_tensor("dJ/db", db, expected_db, label)
+        common.check_tensor("dJ/dw", dw, expected_dw, label)
+        common.check_tensor("dJ/db", db, expected_db, label)
 
 
 def reference_training(x, y, w, b, lr, passes, x_for_w=None):

@@ -55,7 +55,7 @@ def _check_gradient(fn, name, which, seed):
                 if value is not None and compare(name, got, value).ok:
                     raise AssertionError(f"{name} is wrong ({label}): {slip}. Expected {expected.item():.6g}, "
                                          f"got {float(got):.6g}.")
-        common.check_placed(name, got, expected, label)
+        common.check_tensor(name, got, expected, label)
 
 
 def check_dL_dw1(dL_dw1):

@@ -23,7 +23,7 @@ def _pair(result, name, case):
 def _forward(forward, name, args, expected, case):
     """Run the student's forward, check its output, and return its cache."""
     out, cache = _pair(common.call_student(forward, name, *args, case=case), name, case)
-    common.check_placed(f"{name} output", out, expected, case)
+    common.check_tensor(f"{name} output", out, expected, case)
     return cache
 
 
@@ -36,7 +36,7 @@ def _against_finite_differences(names, got, fn, inputs, case, positions=None):
     numerical = numerical_grads(fn, *inputs)
     numerical = numerical if positions is None else [numerical[k] for k in positions]
     for name, g, expected in zip(names, got, numerical):
-        common.check_placed(f"{name} (vs finite differences)", g, expected, case, atol=1e-6, rtol=1e-5)
+        common.check_tensor(f"{name} (vs finite differences)", g, expected, case, atol=1e-6, rtol=1e-5)
 
 
 def _linear_inputs(gen, n, dtype, device):
@@ -92,7 +92,7 @@ def check_linear_backward(linear_forward, linear_backward, which=("dx", "dW", "d
         picked = [k for k, name in enumerate(names) if name in which]
         expected = autograd_grads(fn, x, W, b)
         for k in picked:
-            common.check_placed(names[k], result[k], expected[k], case)
+            common.check_tensor(names[k], result[k], expected[k], case)
         _against_finite_differences([names[k] for k in picked], [result[k] for k in picked], fn, (x, W, b), case,
                                     picked)
 
@@ -130,7 +130,7 @@ def _run_elementwise(layer, forward, backward, reference, x, dout, case, numeric
         for slip, value in slips.items():
             if compare("dx", got, value).ok:
                 raise AssertionError(f"{layer}_backward is wrong ({case}): {slip}.")
-    common.check_placed("dx", got, expected, case)
+    common.check_tensor("dx", got, expected, case)
     if numerical:
         _against_finite_differences(("dx",), (got,), lambda x_: (reference(x_) * dout).sum(), (x,), case)
 
@@ -168,9 +168,9 @@ def check_two_layer_loss_and_grads(two_layer_loss_and_grads):
             loss = torch.tensor(loss, dtype=dtype, device=device)
         expected = autograd_grads(lambda *p: two_layer_loss(X, y, dict(zip(LAYER_NAMES, p))),
                                   *(params[k] for k in LAYER_NAMES))
-        common.check_placed("loss", loss, two_layer_loss(X, y, params), case)
+        common.check_tensor("loss", loss, two_layer_loss(X, y, params), case)
         missing = [k for k in LAYER_NAMES if k not in grads]
         if missing:
             raise AssertionError(f"grads has no entry for {missing}; it should have the keys {list(LAYER_NAMES)} ({case}).")
         for name, g in zip(LAYER_NAMES, expected):
-            common.check_placed(f"dJ/d{name}", grads[name], g, case)
+            common.check_tensor(f"dJ/d{name}", grads[name], g, case)
