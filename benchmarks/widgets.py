@@ -7,14 +7,15 @@ data, its ranges, starts and rates: benchmarks/lesson_code.py builds them from t
 One frame is what the kernel does for one step of Play in JupyterLab:
 1. the callback: the step slider's observer moves the artists, updates the readout and refreshes the
    figure. Once the figure has been rendered in full, the refresh is a blit (gradlab/explorer_base.py,
-   ``Blitter``): the saved still part is restored, the moving artists are drawn with Agg and the changed
-   pixels are encoded as a PNG for the browser. Before that, it is ipympl's ``draw_idle``, which only
+   ``Blitter``): the saved still part is restored, the moving artists are drawn with Agg and the whole
+   picture is encoded as a PNG for the browser (whole, not the changed pixels: see
+   ``_whole_images`` in gradlab/explorer_base.py). Before that, it is ipympl's ``draw_idle``, which only
    sends a "draw" request to the browser;
 2. any full render the browser then asks for: ipympl's ``canvas.draw()`` (the whole figure with Agg,
-   then the PNG of the changed pixels), called here at once, as if the browser answered instantly.
+   then its PNG), called here at once, as if the browser answered instantly.
 The network, the browser's decoding and painting are not included. The canvas is told that the front
-end is there (its "initialized" message), so it sends PNG diffs as in a live session, not a full data
-URL as it does with no browser. The first full render, when the explorer is shown, is not a frame.
+end is there (its "initialized" message), so it sends PNG images as in a live session, not a data URL
+as it does with no browser. The first full render, when the explorer is shown, is not a frame.
 After the timing, the blitted figure is compared pixel by pixel with a full render of the same step.
 """
 import argparse

@@ -6,7 +6,7 @@ matplotlib backend:
 * a widget backend (``%matplotlib widget``, ipympl): the figure's canvas *is* an ipywidget, so it is
   placed in the explorer. The artists that move are ``animated``: once the figure has been rendered in
   full (the browser asks for that when it shows it), a frame redraws only them over a saved copy of the
-  rest (blitting, ``Blitter``), about a tenth of a full render; before that, it asks for a full render
+  rest (blitting, ``Blitter``), a fraction of a full render; before that, it asks for a full render
   with ``fig.canvas.draw_idle()``. Smooth, no flicker;
 * any other backend (inline, Agg under nbclient or pytest): the explorer shows an
   ``ipywidgets.Image`` holding a PNG of the same figure, re-rendered on every frame. It still animates
@@ -126,7 +126,7 @@ class Blitter:
 
     Every full render (the first display, a resize, a change of the browser's pixel ratio) saves the
     still part of the figure and draws the animated artists on it, which a full render leaves out.
-    A frame then restores that copy, draws the animated artists and sends the changed pixels. Until a
+    A frame then restores that copy, draws the animated artists and sends the picture. Until a
     full render has happened there is nothing to restore, so a frame asks for one instead.
     """
 
@@ -161,6 +161,8 @@ def figure_view(fig):
         fig.canvas.header_visible = False
         fig.canvas.footer_visible = False
         fig.canvas.add_class("gradlab-figure")
+        _sized_before_display(fig.canvas)
+        _whole_images(fig.canvas)
         return fig.canvas, Blitter(fig)
     # The explorer draws this figure itself; left in pyplot, the inline backend would also show it as
     # a stray static copy at the end of the cell (it happens when the backend is resolved inside ioff).
@@ -174,6 +176,35 @@ def figure_view(fig):
         image.value = buffer.getvalue()
 
     return image, refresh
+
+
+def _sized_before_display(canvas):
+    """Give an ipympl canvas its size before the browser draws it, as displaying it on its own would.
+
+    ipympl sets the size in ``_repr_mimebundle_``, which a canvas inside a box never goes through; its
+    view then starts 0 pixels high and waits for a resize exchange with the kernel, and when that fails
+    in the browser the figure stays blank (ipympl issue #472).
+    """
+    width, height = canvas.figure.bbox.size
+    canvas._size = (width / canvas.device_pixel_ratio, height / canvas.device_pixel_ratio)
+
+
+def _whole_images(canvas):
+    """Make every picture an ipympl canvas sends whole, not the difference from the one before.
+
+    ipympl's front end loads each picture as it arrives and abandons one still loading when the next
+    arrives. An abandoned difference is lost for good: when a whole picture is followed at once by a
+    difference (it happened in 3 of 15 displays of an explorer on a busy machine), the figure
+    stays blank; during Play, stale marks remain. A whole picture makes an abandoned one harmless; it
+    costs a larger PNG per frame (see benchmarks/widgets.py).
+    """
+    diff_image = canvas.get_diff_image
+
+    def whole_image():
+        canvas._force_full = True  # matplotlib's web canvas: the next picture is a whole one
+        return diff_image()
+
+    canvas.get_diff_image = whole_image
 
 
 def lr_slider(lr, lr_range):

@@ -252,6 +252,30 @@ def test_widget_backend_embeds_the_canvas_and_draws_idle():
 
 
 @pytest.mark.slow
+def test_widget_canvas_is_sized_before_display_and_sends_only_whole_pictures():
+    # The browser abandons a picture still loading when the next arrives: a lost difference would leave
+    # the figure blank or stale (gradlab/explorer_base.py, _whole_images). Fresh interpreter, as above.
+    script = (
+        "import matplotlib; matplotlib.use('module://ipympl.backend_nbagg')\n"
+        "from ipympl.backend_nbagg import Canvas\n"
+        "from gradlab.widgets import DescentExplorer2D\n"
+        "sent = []\n"
+        "Canvas.send_binary = lambda self, data: sent.append(self._current_image_mode)\n"
+        "ex = DescentExplorer2D(lambda w, b: (w - 1) ** 2 + 3 * (b + 0.5) ** 2, start=(-2.0, 1.5), lr=0.1)\n"
+        "canvas = ex.fig.canvas\n"
+        "assert tuple(canvas._size) == tuple(ex.fig.bbox.size), (canvas._size, ex.fig.bbox.size)\n"
+        "canvas._handle_message(canvas, {'type': 'initialized'}, [])\n"
+        "canvas.draw()\n"
+        "for k in range(1, 8):\n"
+        "    ex.step.value = k\n"
+        "assert len(sent) >= 8 and set(sent) == {'full'}, sent\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.slow
 def test_in_a_kernel_each_explorer_is_one_widget_output_and_no_stray_figure():
     # The default backend is resolved lazily inside the explorer; the inline backend must not add a
     # static copy of the figure. Then the same under ipympl, in the same kernel to save a start.
