@@ -280,5 +280,5 @@ def _summary(t):
     flat = t.detach().flatten()
     shown = ", ".join(diagnose.num(v) for v in flat[:SHOWN_VALUES].to("cpu", torch.float64).tolist())
     more = f", … ({flat.numel()} values)" if flat.numel() > SHOWN_VALUES else ""
-    dtype = str(t.dtype).replace("torch.", "")
+    dtype = diagnose.dtype_name(t.dtype)
     return f"shape {tuple(t.shape)} {dtype} on {t.device}: [{shown}{more}]"

@@ -255,11 +255,12 @@ def placement_notes(got, expected):
         )
     if got.dtype != expected.dtype:
         notes.append(
-            f"yours is {_dtype(got.dtype)} but the expected gradient is {_dtype(expected.dtype)} "
+            f"yours is {dtype_name(got.dtype)} but the expected gradient is {dtype_name(expected.dtype)} "
             "(compared with the tolerance of the less precise)"
         )
     return notes
 
 
-def _dtype(dtype):
+def dtype_name(dtype):
+    """float32 for torch.float32: how the course writes a dtype in a message."""
     return str(dtype).replace("torch.", "")

@@ -231,11 +231,17 @@ def test_grid_falls_back_to_pointwise_when_broadcasting_gives_other_values():
     np.testing.assert_allclose(values, (grid - 1) ** 2 + grid)
 
 
+def run_under_ipympl(script):
+    """Run ``script`` with ipympl's backend in a fresh interpreter (this test's backend stays Agg); it prints ok."""
+    script = "import matplotlib; matplotlib.use('module://ipympl.backend_nbagg')\n" + script
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
 @pytest.mark.slow
 def test_widget_backend_embeds_the_canvas_and_draws_idle():
-    # ipympl's canvas is itself an ipywidget; run in a fresh interpreter so this test's backend stays Agg.
+    # ipympl's canvas is itself an ipywidget.
     script = (
-        "import matplotlib; matplotlib.use('module://ipympl.backend_nbagg')\n"
         "from ipympl.backend_nbagg import Canvas\n"
         "from gradlab.widgets import DescentExplorer1D\n"
         "calls = []\n"
@@ -247,16 +253,14 @@ def test_widget_backend_embeds_the_canvas_and_draws_idle():
         "assert calls[before:] == [ex.fig.canvas], calls\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    run_under_ipympl(script)
 
 
 @pytest.mark.slow
 def test_widget_canvas_is_sized_before_display_and_sends_only_whole_pictures():
     # The browser abandons a picture still loading when the next arrives: a lost difference would leave
-    # the figure blank or stale (gradlab/explorer_base.py, _whole_images). Fresh interpreter, as above.
+    # the figure blank or stale (gradlab/explorer_base.py, _whole_images).
     script = (
-        "import matplotlib; matplotlib.use('module://ipympl.backend_nbagg')\n"
         "from ipympl.backend_nbagg import Canvas\n"
         "from gradlab.widgets import DescentExplorer2D\n"
         "sent = []\n"
@@ -272,8 +276,7 @@ def test_widget_canvas_is_sized_before_display_and_sends_only_whole_pictures():
         "assert len(sent) >= 8 and set(sent) == {'full'}, sent\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    run_under_ipympl(script)
 
 
 @pytest.mark.slow

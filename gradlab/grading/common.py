@@ -2,6 +2,7 @@
 import torch
 
 from gradlab.check import check_grad
+from gradlab.diagnose import dtype_name
 
 
 def devices():
@@ -18,7 +19,7 @@ def cases(seed, sizes=(1, 7, 64), dtypes=(torch.float32, torch.float64)):
         for dtype in dtypes:
             for i, n in enumerate(sizes):
                 gen = torch.Generator().manual_seed(seed * 1000 + i)
-                yield f"n={n}, {str(dtype).replace('torch.', '')}, {device.type}", gen, n, dtype, device
+                yield f"n={n}, {dtype_name(dtype)}, {device.type}", gen, n, dtype, device
 
 
 def randn(gen, *shape, dtype=torch.float32, device="cpu", scale=1.0):
@@ -56,7 +57,7 @@ def call_student(fn, name, *args, case=""):
         raise AssertionError(f"`{name}` is not written yet: replace the `raise NotImplementedError` line.") from None
     except Exception as err:  # a student's bug: report it plainly instead of a deep traceback
         shapes = ", ".join(
-            f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')}" if isinstance(a, torch.Tensor) else type(a).__name__
+            f"{tuple(a.shape)} {dtype_name(a.dtype)}" if isinstance(a, torch.Tensor) else type(a).__name__
             for a in args
         )
         where = f" ({case})" if case else ""
@@ -72,11 +73,8 @@ def check_tensor(name, got, expected, case, **tolerance):
         raise AssertionError(f"{name} should be a tensor, but it is a {type(got).__name__} ({case}).")
     if got.dtype != expected.dtype or got.device != expected.device:
         raise AssertionError(
-            f"{name} has the right values but is {_dtype(got)} on {got.device}; it should follow the inputs: "
-            f"{_dtype(expected)} on {expected.device} ({case}). Compute it from the input tensors (torch.ones_like(x) "
+            f"{name} has the right values but is {dtype_name(got.dtype)} on {got.device}; it should follow the inputs: "
+            f"{dtype_name(expected.dtype)} on {expected.device} ({case}). Compute it from the input tensors (torch.ones_like(x) "
             "for a new one), without float(), .item(), .cpu(), NumPy or torch.tensor(...) around a result."
         )
 
-
-def _dtype(t):
-    return str(t.dtype).replace("torch.", "")
