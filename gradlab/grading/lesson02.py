@@ -133,7 +133,7 @@ def check_gd_step(gd_step):
         case = f"{label}, lr = {lr}"
         gw, gb = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)
         args = [t.clone() for t in (x, y, w, b)]  # the student's function may change its own copies
-        w_new, b_new = _pair(common.call_student(gd_step, "gd_step", *args, lr, case=case),
+        w_new, b_new = _pair(common.call_student(gd_step, "gd_step", *args, lr, case=case, mutable=(2, 3)),
                              "gd_step", "w_new, b_new", case)
         for got, old, grad, p in ((w_new, w, gw, "w"), (b_new, b, gb, "b")):
             if not isinstance(got, torch.Tensor):

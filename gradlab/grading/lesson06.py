@@ -110,7 +110,8 @@ def _check_full_batch_steps(train_epoch, device):
         dW, db = autograd_grads(lambda W_, b_: F.cross_entropy(X @ W_.T + b_, y), W, b)
         W, b = W - lr * dW, b - lr * db
         loss = common.call_student(
-            train_epoch, "train_epoch", model, optimizer, X, y, n, torch.Generator().manual_seed(epoch), case=case
+            train_epoch, "train_epoch", model, optimizer, X, y, n, torch.Generator().manual_seed(epoch), case=case,
+            mutable=(0, 1, 5), by_hand=False,
         )
         context = f"{case}, after epoch {epoch}"
         if epoch == 2:
@@ -157,7 +158,7 @@ def _check_batches_cover_the_data(train_epoch, device):
         model.seen = []
         loss = common.call_student(
             train_epoch, "train_epoch", model, optimizer, X, y, batch_size, torch.Generator().manual_seed(10 + epoch),
-            case=case,
+            case=case, mutable=(0, 1, 5), by_hand=False,
         )
         sizes = [len(b) for b in model.seen]
         if not sizes or any(s > batch_size for s in sizes) or len(sizes) != n // batch_size:
@@ -200,7 +201,7 @@ def check_mnist_training(train_epoch, epochs=4, threshold=0.92, budget_s=40.0):
                 group["lr"] = mnist_run.learning_rate(epoch)
             common.call_student(
                 train_epoch, "train_epoch", model, optimizer, run.X, run.y, mnist_run.BATCH_SIZE, gen,
-                case=f"MNIST, epoch {epoch + 1}",
+                case=f"MNIST, epoch {epoch + 1}", mutable=(0, 1, 5), by_hand=False,
             )
             mnist_run.check_time(start, budget_s, epoch + 1, epochs)
     with torch.no_grad():

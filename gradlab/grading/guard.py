@@ -1,0 +1,102 @@
+"""Notice autograd inside a student's function that an exercise asks to be derived by hand.
+
+``no_autograd()`` is a context manager; whatever runs inside it that records an autograd graph, asks for
+gradients, or marks a tensor as requiring them is stopped with ``AutogradUsed`` (a BaseException, so a
+student's ``except Exception`` does not hide it), and the first such use is kept in ``guard.reason``
+even when the student's code catches the exception anyway.
+
+Two nets, because neither alone sees everything:
+- a saved-tensors pack hook: every operation that records a graph saves tensors for backward, whatever
+  API started it (``requires_grad=True``, ``nn.Parameter``, a saved reference to ``autograd.grad``);
+- a torch-function mode: the explicit calls (``.backward()``, ``torch.autograd.grad``, ``requires_grad_``,
+  ``requires_grad=True``), including graphs whose operations save nothing (a plain sum).
+
+Code in the same process can switch both off on purpose (``torch._C`` internals); the instructor's
+static scan of the submission (gradlab.instructor.scan) flags such code instead.
+"""
+from contextlib import contextmanager
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+_GRADIENT_CALLS = {
+    torch.Tensor.backward: ".backward()",
+    torch.autograd.grad: "torch.autograd.grad(...)",
+    torch.autograd.backward: "torch.autograd.backward(...)",
+}
+
+
+class AutogradUsed(BaseException):
+    """Raised inside the student's function at the first use of autograd."""
+
+
+class Guard:
+    def __init__(self):
+        self.reason = None
+        self.suspended = 0  # > 0 while the grader's own reference code runs inside the student's call
+
+    def stop(self, reason):
+        if self.suspended:
+            return
+        if self.reason is None:
+            self.reason = reason
+        raise AutogradUsed(f"autograd is not allowed here: {reason}")
+
+
+class _ExplicitCalls(TorchFunctionMode):
+    def __init__(self, guard):
+        super().__init__()
+        self.guard = guard
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _GRADIENT_CALLS:
+            self.guard.stop(_GRADIENT_CALLS[func])
+        name = getattr(func, "__name__", "")
+        if name == "requires_grad_" and (args[1] if len(args) > 1 else kwargs.get("requires_grad", True)):
+            self.guard.stop(".requires_grad_()")
+        if name == "__set__" and len(args) > 1 and args[1] is True:  # tensor.requires_grad = True
+            self.guard.stop(".requires_grad = True")
+        if kwargs.get("requires_grad") is True:
+            self.guard.stop(f"requires_grad=True in {name or 'a tensor factory'}")
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def no_autograd():
+    """Run a block in which any autograd use is stopped; yields the Guard (``.reason`` says what was used)."""
+    guard = Guard()
+
+    def pack(tensor):
+        guard.stop("an autograd graph was recorded (an operation on a tensor that requires grad)")
+        return tensor
+
+    _active.append(guard)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved), _ExplicitCalls(guard):
+            yield guard
+    finally:
+        _active.pop()
+
+
+_active = []
+
+
+@contextmanager
+def suspended():
+    """Let the grader's own reference code (autograd inside) run within a guarded student call."""
+    guard = _active[-1] if _active else None
+    if guard is not None:
+        guard.suspended += 1
+    try:
+        yield
+    finally:
+        if guard is not None:
+            guard.suspended -= 1
+
+
+def autograd_in_error(err):
+    """The autograd API named by an error that torch raised because of the guard (torch.func refuses hooks)."""
+    if isinstance(err, RuntimeError) and "saved tensor hooks" in str(err):
+        return "torch.func (grad, vjp, jacrev, ...)"
+    return None
