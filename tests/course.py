@@ -19,16 +19,31 @@ def lessons():
 
 
 def solution_namespace(notebook):
-    """A lesson's solution cells (``notebook`` relative to notebooks/), run in order in one namespace: the
-    grading tests use the very code students are graded against."""
+    """A lesson's imports and solution cells (``notebook`` relative to notebooks/), run in order in one
+    namespace: the grading tests use the very code students are graded against."""
     import torch
 
     nb = nbformat.read(NOTEBOOKS / notebook, as_version=4)
     namespace = {"torch": torch}
     for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code":
+        if cell.cell_type != "code":
+            continue
+        if cell.metadata.get("nbgrader", {}).get("solution"):
             exec(cell.source, namespace)
+        elif not is_graded_test(cell):
+            exec(compile(_imports_of(cell.source), "<imports>", "exec"), namespace)
     return namespace
+
+
+def _imports_of(source):
+    """The top-level import statements of a lesson cell: the names its solutions use."""
+    import ast
+
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        body = []
+    return ast.Module(body=[n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))], type_ignores=[])
 
 
 def execute(path, allow_errors=False, timeout=300):

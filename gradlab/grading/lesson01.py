@@ -26,6 +26,7 @@ def _trap_hint(name, got, trapped, expected, case):
         )
 
 
+@common.graded
 def check_linear(linear):
     """linear(X, w, b=0.0) -> X·w + b, shape (N, 1)."""
     for label, gen, n, dtype, device in common.cases(101):
@@ -36,6 +37,7 @@ def check_linear(linear):
         common.check_tensor("z = X·w (b left out, so 0)", without_bias, X * w, label + ", b left out")
 
 
+@common.graded
 def check_sigmoid(sigmoid):
     """sigmoid(z) -> 1 / (1 + e^(−z)) elementwise, any shape, against torch.sigmoid."""
     for label, gen, n, dtype, device in common.cases(102):
@@ -50,6 +52,7 @@ def _predictions_and_labels(gen, n, dtype, device):
     return h, common.labels(gen, n, dtype, device)
 
 
+@common.graded
 def check_sse(sse):
     """sse(h, y) -> Σ_i (h_i − y_i)², a 0-dim tensor, with h of shape (N, 1) and y of shape (N,)."""
     for label, gen, n, dtype, device in common.cases(103):
@@ -60,6 +63,7 @@ def check_sse(sse):
         common.check_tensor("SSE", got, expected, label)
 
 
+@common.graded
 def check_mse(mse):
     """mse(h, y) -> (1/N) Σ_i (h_i − y_i)², a 0-dim tensor, with h of shape (N, 1) and y of shape (N,)."""
     for label, gen, n, dtype, device in common.cases(104):
@@ -70,6 +74,7 @@ def check_mse(mse):
         common.check_tensor("MSE", got, expected, label)
 
 
+@common.graded
 def check_dsse_dw(dsse_dw):
     """dsse_dw(X, y, w) -> dSSE/dw for SSE(w) = Σ_i (σ(x_i·w) − y_i)², a 0-dim tensor, against autograd."""
     for label, gen, n, dtype, device in common.cases(105):

@@ -107,11 +107,13 @@ def _near(got, expected, dtype):
 
 
 # --------------------------------------------------------------------------- the checks
+@common.graded
 def check_dJ_dw(dJ_dw):
     """dJ_dw(x, y, w, b) -> 0-dim ∂J/∂w, against autograd."""
     _check_partial(dJ_dw, "dJ_dw", "∂J/∂w", 0, seed=201)
 
 
+@common.graded
 def check_dJ_db(dJ_db):
     """dJ_db(x, y, w, b) -> 0-dim ∂J/∂b, against autograd."""
     _check_partial(dJ_db, "dJ_db", "∂J/∂b", 1, seed=202)
@@ -125,6 +127,7 @@ def _check_partial(fn, name, what, which, seed):
         common.check_tensor(what, got, expected, label)
 
 
+@common.graded
 def check_gd_step(gd_step):
     """gd_step(x, y, w, b, lr) -> (w_new, b_new): one step of w ← w − η·∂J/∂w, b ← b − η·∂J/∂b."""
     for label, gen, n, dtype, device in common.cases(203, sizes=(1, 7, 64, 569)):
@@ -252,6 +255,7 @@ def _final_cost(x, y, w, b, case):
     return float(cost(x, y, w.detach().to(x.dtype).reshape(()).to(x.device), b.detach().to(x.dtype).reshape(()).to(x.device)))
 
 
+@common.graded
 def check_fit(fit):
     """fit(x, y, w, b, threshold) -> (w, b, costs) gets J under threshold_for(x, y) on fresh data, in time."""
     for i, (label, gen, n, dtype, device) in enumerate(common.cases(204, sizes=(200, 569, 1500))):

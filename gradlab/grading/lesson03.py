@@ -32,6 +32,7 @@ def _unchanged(name, before, after, case):
             )
 
 
+@common.graded
 def check_forward(forward):
     """forward(x, y, w, b) -> (J, (x, y, z, s)): the cost and every intermediate."""
     for label, gen, n, dtype, device in common.cases(301):
@@ -45,6 +46,7 @@ def check_forward(forward):
         common.check_tensor("s = σ(z) in the cache", cache[3], torch.sigmoid(z), label)
 
 
+@common.graded
 def check_dJ_dsigma(dJ_dsigma):
     """dJ_dsigma(s, y) -> (N,): ∂J/∂s_i for J = mean((s − y)²)."""
     for label, gen, n, dtype, device in common.cases(302):
@@ -55,6 +57,7 @@ def check_dJ_dsigma(dJ_dsigma):
         common.check_tensor("dJ/dσ", got, expected, label)
 
 
+@common.graded
 def check_dsigma_dz(dsigma_dz):
     """dsigma_dz(z) -> (N,): σ'(z_i), elementwise."""
     for label, gen, n, dtype, device in common.cases(303):
@@ -65,6 +68,7 @@ def check_dsigma_dz(dsigma_dz):
         common.check_tensor("dσ/dz", got, expected, label)
 
 
+@common.graded
 def check_dz_dw(dz_dw):
     """dz_dw(x) -> (N,): ∂z_i/∂w for z_i = w·x_i + b."""
     for label, gen, n, dtype, device in common.cases(304):
@@ -75,6 +79,7 @@ def check_dz_dw(dz_dw):
         common.check_tensor("dz/dw", got, expected, label)
 
 
+@common.graded
 def check_dz_db(dz_db):
     """dz_db(x) -> (N,): ∂z_i/∂b for z_i = w·x_i + b (the same dtype and device as x)."""
     for label, gen, n, dtype, device in common.cases(305):
@@ -84,6 +89,7 @@ def check_dz_db(dz_db):
         common.check_tensor("dz/db", got, expected, label)
 
 
+@common.graded
 def check_backward(backward):
     """backward((x, y, z, s)) -> (dJ/dw, dJ/db), both 0-dim, against autograd of the mean squared error."""
     for label, gen, n, dtype, device in common.cases(306):
@@ -131,6 +137,7 @@ def _as_float(value, name, what, case):
     return value
 
 
+@common.graded
 def check_train_by_hand(train_by_hand):
     """train_by_hand(x, y, w, b, lr, passes) -> (w, b): per-observation SGD with hand gradients."""
     for label, gen, n, dtype, device in common.cases(307, sizes=(1, 6, 15)):

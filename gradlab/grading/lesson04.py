@@ -58,16 +58,19 @@ def _check_gradient(fn, name, which, seed):
         common.check_tensor(name, got, expected, label)
 
 
+@common.graded
 def check_dL_dw1(dL_dw1):
     """dL_dw1(X, y, w, b) = ∂L/∂w1 = (2/N) Σ (f(x_i) − y_i) x_i1."""
     _check_gradient(dL_dw1, "dL_dw1", 0, 401)
 
 
+@common.graded
 def check_dL_dw2(dL_dw2):
     """dL_dw2(X, y, w, b) = ∂L/∂w2 = (2/N) Σ (f(x_i) − y_i) x_i2."""
     _check_gradient(dL_dw2, "dL_dw2", 1, 402)
 
 
+@common.graded
 def check_dL_db(dL_db):
     """dL_db(X, y, w, b) = ∂L/∂b = (2/N) Σ (f(x_i) − y_i)."""
     _check_gradient(dL_db, "dL_db", 2, 403)
@@ -91,6 +94,7 @@ def _count_hint(got, sizes):
     return hints.get(got, "count n_in · n_out weights plus n_out biases for every pair of neighbouring layers")
 
 
+@common.graded
 def check_count_parameters(count_parameters):
     """count_parameters(layer_sizes) equals the number of parameters of nn.Sequential(nn.Linear, ...)."""
     rng = random.Random(404)

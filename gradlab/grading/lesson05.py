@@ -47,6 +47,7 @@ def _linear_inputs(gen, n, dtype, device):
     return x, W, b, f"x {tuple(x.shape)}, W {tuple(W.shape)}, b {tuple(b.shape)}"
 
 
+@common.graded
 def check_linear_forward(linear_forward):
     """linear_forward(x, W, b) returns (x @ W + b, cache)."""
     for label, gen, n, dtype, device in common.cases(501):
@@ -54,18 +55,21 @@ def check_linear_forward(linear_forward):
         _forward(linear_forward, "linear_forward", (x, W, b), x @ W + b, f"{shapes}, {label}")
 
 
+@common.graded
 def check_relu_forward(relu_forward):
     for label, gen, n, dtype, device in common.cases(502):
         x = common.randn(gen, n, 5, dtype=dtype, device=device)
         _forward(relu_forward, "relu_forward", (x,), torch.relu(x), label)
 
 
+@common.graded
 def check_sigmoid_forward(sigmoid_forward):
     for label, gen, n, dtype, device in common.cases(503):
         x = common.randn(gen, n, 5, dtype=dtype, device=device, scale=3.0)
         _forward(sigmoid_forward, "sigmoid_forward", (x,), torch.sigmoid(x), label)
 
 
+@common.graded
 def check_linear_backward(linear_forward, linear_backward, which=("dx", "dW", "db")):
     """linear_backward(dout, cache) returns (dx, dW, db) = (dout @ Wᵀ, xᵀ @ dout, column sums of dout).
 
@@ -97,6 +101,7 @@ def check_linear_backward(linear_forward, linear_backward, which=("dx", "dW", "d
                                     picked)
 
 
+@common.graded
 def check_relu_backward(relu_forward, relu_backward):
     """relu_backward(dout, cache) = dout where x > 0, else 0 (also 0 at x = 0, as in PyTorch)."""
     for label, gen, n, dtype, device in common.cases(505):
@@ -109,6 +114,7 @@ def check_relu_backward(relu_forward, relu_backward):
                      "x holds exact zeros, where ReLU's slope is taken as 0 (as PyTorch does)", numerical=False)
 
 
+@common.graded
 def check_sigmoid_backward(sigmoid_forward, sigmoid_backward):
     """sigmoid_backward(dout, cache) = dout · σ(x)(1 − σ(x))."""
     for label, gen, n, dtype, device in common.cases(506):
@@ -142,6 +148,7 @@ def two_layer_loss(X, y, params):
     return ((p - y) ** 2).mean()
 
 
+@common.graded
 def check_two_layer_loss_and_grads(two_layer_loss_and_grads):
     """two_layer_loss_and_grads(X, y, params) -> (loss, grads) with grads[name] = ∂J/∂params[name]."""
     for label, gen, n, dtype, device in common.cases(507):

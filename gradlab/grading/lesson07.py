@@ -49,6 +49,7 @@ def _forward_output(forward_fn, name, args, expected, case):
     return cache
 
 
+@common.graded
 def check_linear_forward(linear_forward):
     for label, gen, n, dtype, device in common.cases(701):
         d_in, d_out = 3 + n % 5, 2 + n % 4
@@ -58,6 +59,7 @@ def check_linear_forward(linear_forward):
         _forward_output(linear_forward, "linear_forward", (x, W, b), x @ W + b, label)
 
 
+@common.graded
 def check_linear_backward(linear_forward, linear_backward):
     for label, gen, n, dtype, device in common.cases(702):
         d_in, d_out = 3 + n % 5, 2 + n % 4
@@ -74,12 +76,14 @@ def check_linear_backward(linear_forward, linear_backward):
             check_grad(name, g, e, context=label)
 
 
+@common.graded
 def check_relu_forward(relu_forward):
     for label, gen, n, dtype, device in common.cases(703):
         x = common.randn(gen, n, 5, dtype=dtype, device=device)
         _forward_output(relu_forward, "relu_forward", (x,), torch.relu(x), label)
 
 
+@common.graded
 def check_relu_backward(relu_forward, relu_backward):
     for label, gen, n, dtype, device in common.cases(704):
         x = common.randn(gen, n, 5, dtype=dtype, device=device)
@@ -90,6 +94,7 @@ def check_relu_backward(relu_forward, relu_backward):
         check_grad("dx", got, expected, context=label)
 
 
+@common.graded
 def check_softmax_cross_entropy(softmax_cross_entropy):
     """(loss, dlogits): the mean cross-entropy and its gradient, also for logits far from 0."""
     for label, gen, n, dtype, device in common.cases(705):
@@ -107,6 +112,7 @@ def check_softmax_cross_entropy(softmax_cross_entropy):
             check_grad("dlogits", dlogits, expected, context=case)
 
 
+@common.graded
 def check_forward(forward):
     for label, gen, n, dtype, device in common.cases(706):
         sizes = _sizes(n)
@@ -115,6 +121,7 @@ def check_forward(forward):
         _forward_output(forward, "forward", (params, x), _network(params, x), f"{label}, sizes {sizes}")
 
 
+@common.graded
 def check_backward(forward, backward):
     """Every parameter gradient of the whole network, for an arbitrary upstream gradient of the logits."""
     for label, gen, n, dtype, device in common.cases(707):
@@ -137,6 +144,7 @@ def check_backward(forward, backward):
             check_grad(f"d{name}", grads[name], e, context=case)
 
 
+@common.graded
 def check_sgd_step(sgd_step):
     """In place: velocity ← momentum·velocity + grad, then param ← param − lr·velocity."""
     for label, gen, n, dtype, device in common.cases(708, sizes=(1, 7)):
@@ -175,6 +183,7 @@ def _reference_epoch(params, velocity, X, y, batch_size, lr, momentum, generator
     return total / len(X)
 
 
+@common.graded
 def check_train_epoch(train_epoch):
     """One epoch of hand-gradient training follows autograd's training step for step."""
     for device in common.devices():
@@ -205,6 +214,7 @@ def check_train_epoch(train_epoch):
                 )
 
 
+@common.graded
 def check_mnist_training(train_epoch, epochs=4, threshold=0.92, budget_s=40.0):
     """The MNIST network, trained from lesson 6's initial weights with the student's hand-gradient epochs,
     reaches ``threshold`` on held-out images within ``budget_s`` seconds."""

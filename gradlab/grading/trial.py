@@ -103,3 +103,52 @@ def parse(text):
     if not isinstance(payload.get("check"), str):
         raise wire.Malformed("a record without its check's name")
     return payload
+
+
+class Verdict:
+    """The grader's verdict on one check: passed or not, the message, the mistake's label, what was compared."""
+
+    def __init__(self, check, ok, message="", kind=None, gradient=None, outcomes=(), notes=(), problem=None):
+        self.check, self.ok, self.message = check, ok, message
+        self.kind, self.gradient = kind, gradient
+        self.outcomes, self.notes = list(outcomes), list(notes)
+        self.problem = problem  # set when the grader itself could not judge (a bug to report, not a student mistake)
+
+    def as_dict(self):
+        return {"check": self.check, "ok": self.ok, "message": self.message, "kind": self.kind,
+                "gradient": self.gradient, "outcomes": self.outcomes, "notes": self.notes, "problem": self.problem}
+
+
+def replay(check, payload, args=(), kwargs=None):
+    """Judge a record: run ``check`` (a @graded function) in this process, handing out the recorded calls."""
+    t = Trial("replay", check.check_name, list(payload.get("events", [])))
+    with running(t):
+        try:
+            check.check(*args, **(kwargs or {}))
+        except AssertionError as err:
+            return Verdict(t.check, False, str(err), getattr(err, "kind", None), getattr(err, "gradient", None),
+                           t.outcomes, t.notes)
+        except RecordEnded as missing:
+            return Verdict(t.check, False, (
+                f"the check could not finish: it needs a call of `{missing.args[0]}` that your notebook never made. "
+                "Did the cell stop early, or did your code change the check?"), "incomplete", None, t.outcomes, t.notes)
+        except (wire.Malformed, KeyError, TypeError, ValueError, IndexError) as err:
+            return Verdict(t.check, False, f"what your notebook's kernel sent for this check cannot be read ({err}).",
+                           "malformed", None, t.outcomes, t.notes, problem=None)
+        except Exception as err:  # a fault of the grader's own code: reported to the instructor, not blamed on the student
+            return Verdict(t.check, False, "the grader could not judge this check; your instructor has been told.",
+                           "grader error", None, t.outcomes, t.notes, problem=f"{type(err).__name__}: {err}")
+    return Verdict(t.check, True, "", None, None, t.outcomes, t.notes)
+
+
+def record_here(check, *args, **kwargs):
+    """Record ``check`` in this process, as the kernel would, and return the payload as it would arrive (JSON)."""
+    t = Trial("record", check.check_name)
+    with running(t):
+        try:
+            check.check(*args, **kwargs)
+            verdict = "passed"
+        except AssertionError:
+            verdict = "failed"
+    return parse(json.dumps({"version": VERSION, "check": t.check, "events": t.events, "kernel_verdict": verdict},
+                            allow_nan=True))
