@@ -705,8 +705,11 @@ class Exercise:
                 entry["cases"] += 1
                 if alpha is not None:
                     entry["alphas"].append(alpha)
+        # A slip that cannot happen on some case (a loop over one row) must leave the answer right there.
+        wrong_cases = sum(not r.ok for r in usable)
         matching = [e for e in candidates.values()
-                    if e["fits"] and e["cases"] == len(usable) and e["informative"] >= MIN_INFORMATIVE]
+                    if e["fits"] and e["cases"] >= wrong_cases and e["informative"] >= MIN_INFORMATIVE
+                    and all(r.ok or self._evaluated(e["variant"].key, r) for r in usable)]
         kinds = {e["variant"].kind for e in matching}
         if len(kinds) == 1:
             best = matching[0]
@@ -723,6 +726,13 @@ class Exercise:
             if probed is not None:
                 return probed
         return Diagnosis(None, "", False)
+
+    def _evaluated(self, key, result):
+        """Whether variant ``key`` exists on this case (some slips need a batch of more than one row)."""
+        cache = result.__dict__.setdefault("_variant_keys", None)
+        if cache is None:
+            cache = result._variant_keys = {v.key for v, _, _ in self.variant_values(result.inputs)}
+        return key in cache
 
     def _probe(self, usable, answer):
         """Call the student's code with one input changed: does the answer move as the right one does?"""

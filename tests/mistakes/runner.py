@@ -41,7 +41,7 @@ PHRASES = [
     (r"wrong sign|y − f\(X\) instead of f\(X\) − y", {"sign"}),
     (r"× the expected one", {"factor"}),
     (r"transpose", {"transposed"}),
-    (r"broadcasting trap|shape \(", {"shape"}),
+    (r"broadcasting trap|shape \(.*\) but expected", {"shape"}),
 ]
 
 
@@ -53,9 +53,10 @@ def classify(teacher_kind, kind, text, passed=False):
         return "named"
     if kind not in GENERIC:
         return "misleading"
+    head = (text or "").split("\n")[0]  # the diagnosis; the lines under it show values and shapes
     named = set()
     for pattern, kinds in PHRASES:
-        if re.search(pattern, text or "", flags=re.S):
+        if re.search(pattern, head):
             named |= kinds
     if not named:
         return "vague"
@@ -101,17 +102,23 @@ def run_mechanism(mistake, specs):
     return "missed", None, ""
 
 
+def outcome_of(call, teacher_kind):
+    """(outcome, kind, message) of running ``call()``, a hidden check pointed at a student's functions, e.g.
+    ``outcome_of(lambda: lesson05.check_relu_backward(relu_forward, relu_backward), "mask_missing")``."""
+    try:
+        call()
+    except AssertionError as err:
+        kind = getattr(err, "kind", None)
+        return classify(teacher_kind, kind, str(err)), kind, str(err)
+    return "missed", None, ""
+
+
 def run_hidden(mistake, specs):
     spec = specs[mistake.spec]
     if spec.hidden is None:
         return None, None, "no hidden check for this computation"
     student = {**_defaults(spec), **mistake.student}
-    try:
-        spec.hidden(student)
-    except AssertionError as err:
-        kind = getattr(err, "kind", None)
-        return classify(mistake.kind, kind, str(err)), kind, str(err)
-    return "missed", None, ""
+    return outcome_of(lambda: spec.hidden(student), mistake.kind)
 
 
 def _defaults(spec):

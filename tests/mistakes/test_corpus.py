@@ -1,0 +1,61 @@
+"""The corpus of real mistakes: the mechanism names at least 85 % of them, misleads on none, misses none."""
+import re
+
+import pytest
+
+from mistakes import runner
+from mistakes.cases import CORPUS
+
+
+@pytest.fixture(scope="module")
+def results():
+    return runner.run(("compare", "mechanism", "hidden"))
+
+
+def test_the_corpus_is_real_and_cited():
+    assert len(CORPUS) >= 30
+    assert len({m.id for m in CORPUS}) == len(CORPUS)
+    for m in CORPUS:
+        assert re.match(r"https://\S+$", m.url), m.id
+        assert m.spec in runner.all_specs(), m.id
+    assert len({m.url for m in CORPUS}) >= 30  # distinct sources, not one thread counted many times
+
+
+def test_the_mechanism_names_the_real_mistakes(results):
+    counts, total = results["mechanism"]["counts"], results["mechanism"]["total"]
+    assert total == len(CORPUS)
+    wrong = [row[:4] for row in results["mechanism"]["cases"] if row[2] != "named"]
+    assert counts["misleading"] == 0 and counts["missed"] == 0, wrong
+    assert counts["named"] >= 0.85 * total, wrong
+
+
+def test_every_mistake_fails_compare_and_the_baseline_is_recorded(results):
+    counts = results["compare"]["counts"]
+    assert counts["missed"] == 0
+    assert sum(counts.values()) == len(CORPUS)
+
+
+def test_the_hidden_checks_are_measured_through_the_same_classifier(results):
+    hidden = results["hidden"]
+    assert hidden["total"] == sum(1 for m in CORPUS if runner.all_specs()[m.spec].hidden is not None)
+    assert set(hidden["counts"]) == set(runner.OUTCOMES)
+
+
+def test_right_answers_raise_no_alarm():
+    assert runner.right_answers_pass() == []
+
+
+@pytest.mark.parametrize("teacher, kind, text, outcome", [
+    ("mask_missing", "mask_missing", "", "named"),
+    ("mask_missing", "values", "the values are different.", "vague"),
+    ("mask_missing", "values", "2 of 6 values are wrong. They are the ones that should be 0: is a mask such as "
+                               "(z > 0) missing?\n  expected: shape (2,)", "named"),
+    ("softmax_diag", "values", "Yours are 0 there but should not be: is a mask such as (z > 0) at the wrong places?",
+     "misleading"),
+    ("dropped", "factor", "every value is 4 × the expected one", "misleading"),
+    ("wrong_point", "values", "the values are different.\n  expected: shape (1, 6) float32", "vague"),
+    ("shape", None, "db could not be checked: shape () but expected (4,).", "named"),
+])
+def test_classifier(teacher, kind, text, outcome):
+    assert runner.classify(teacher, kind, text) == outcome
+    assert runner.classify(teacher, kind, text, passed=True) == "missed"
