@@ -475,11 +475,13 @@ class Graph:
     """A computation as a list of operations in forward order; the last one's output is the scalar loss.
 
     notation: how the exercise writes tensors ({"s": "σ"}); grad_notation: how it writes gradients
-    ({"out": "dout"}); upstream: the input that is an upstream gradient given to a layer's backward.
+    ({"out": "dout"}; None for a local derivative with no upstream factor); upstream: the input that is an
+    upstream gradient given to a layer's backward; data: inputs whose gradient nobody computes (the images X).
     """
 
-    def __init__(self, *ops, notation=None, grad_notation=None, upstream=None):
+    def __init__(self, *ops, notation=None, grad_notation=None, upstream=None, data=()):
         self.ops = list(ops)
+        self.data = tuple(data)  # inputs that are data (X): their gradient is not part of the backward pass shown
         produced = {}
         for i, op in enumerate(self.ops):
             op.index = i
@@ -976,7 +978,12 @@ def _count_wrong(result):
 
 
 # =========================================================================== the first wrong node
-STATUSES = ("right", "wrong", "consequence", "also wrong", "unknown")
+# right: the student's gradient is right. wrong: the first wrong gradient from the loss down, given a right
+# upstream gradient. consequence: wrong only because a gradient above it is (the right local derivatives turn the
+# student's upstream gradient into it). also wrong: wrong given a right (or the student's own) upstream gradient,
+# below the first: a second mistake. unclear: wrong, but the student's gradients above it are not given, so where the
+# mistake is cannot be told. unknown: not given (and not inferred).
+STATUSES = ("right", "wrong", "consequence", "also wrong", "unclear", "unknown")
 
 
 @dataclass
@@ -992,38 +999,43 @@ class TraceNode:
 
 @dataclass
 class Trace:
-    """The backward pass of one case with every gradient marked. ``draw()`` returns a drawing (gradlab.graph)."""
+    """The backward pass of one case with every gradient marked. ``draw()`` returns a drawing (gradlab.graph).
+
+    nodes: TraceNodes from the loss down; edges: (a, b) pairs, the gradient flowing from ∂J/∂a into ∂J/∂b.
+    """
 
     nodes: list
     edges: list
     first: str | None
     diagnosis: Diagnosis | None
-    title: str = ""
+    title: str = "backward pass"
 
     @property
     def ok(self):
-        return self.first is None and all(n.status in ("right", "unknown") for n in self.nodes)
+        return all(n.status in ("right", "unknown") for n in self.nodes)
 
     def status(self, name):
         return next(n.status for n in self.nodes if n.name == name)
 
     def explain(self):
+        """A few lines for the student: the first wrong gradient, its diagnosis, and what follows from it."""
         if self.ok:
             return "Every gradient given is right."
-        if self.first is None:
-            wrong = [n.label for n in self.nodes if n.status not in ("right", "unknown")]
-            return f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} wrong; no single first mistake explains it."
-        node = next(n for n in self.nodes if n.name == self.first)
-        lines = [f"The first wrong gradient is {node.label}" + (f": {node.note}" if node.note else ".")]
-        later = [n.label for n in self.nodes if n.status == "consequence"]
-        also = [n.label for n in self.nodes if n.status == "also wrong"]
-        if later:
-            lines.append(f"{', '.join(later)} {'is' if len(later) == 1 else 'are'} wrong only because of it.")
-        if also:
-            lines.append(f"{', '.join(also)} {'has' if len(also) == 1 else 'have'} a mistake of {'its' if len(also) == 1 else 'their'} own as well.")
+        lines = []
+        if self.first is not None:
+            node = next(n for n in self.nodes if n.name == self.first)
+            lines.append(f"The first wrong gradient is {node.label}" + (f": {node.note}" if node.note else "."))
+        for status, verb in (("consequence", "wrong only because of it"), ("also wrong", "wrong for a reason of "
+                             "{its} own as well"), ("unclear", "wrong, but the gradients above {it} are not given")):
+            names = [n.label for n in self.nodes if n.status == status]
+            if names:
+                one = len(names) == 1
+                text = verb.format(its="its" if one else "their", it="it" if one else "them")
+                lines.append(f"{', '.join(names)} {'is' if one else 'are'} {text}.")
         return "\n".join(lines)
 
     def draw(self, **kwargs):
+        """The backward graph with this trace's marks (gradlab.graph.draw_backward)."""
         from .graph import draw_backward
 
         return draw_backward(self, **kwargs)
@@ -1035,36 +1047,68 @@ class Trace:
 def locate(graph, inputs, grads=None, helpers=None):
     """Find the first wrong gradient of a backward pass, from the loss down, given a right upstream gradient.
 
-    graph: the computation (a Graph). inputs: {leaf: tensor} for one case.
+    graph: the computation (a Graph). inputs: {leaf: tensor}, one case.
     grads: the student's gradients that are available, {tensor name: ∂J/∂tensor}: intermediate ones (``"z2"``,
-      ``"a1"``) and parameters (``"W1"``). Missing names are unknown; the loss itself needs none.
-    helpers: the student's local backward functions instead, {op output name: fn(upstream, values) -> {input:
-      gradient}}; each is called with the right upstream gradient and the right forward values, so a wrong one is
-      found even when everything after it is also computed.
+      ``"a1"``) and parameters (``"W1"``); names not given are unknown (``layer_helpers`` builds ``helpers`` from a
+      student's layer functions instead).
+    helpers: the student's local backward functions, {op output name: fn(upstream, values) -> {input name:
+      gradient}} (a tensor is accepted for an op with one input); each is called with the right upstream gradient
+      and the right forward values (float64 tensors by name), so every wrong one is found, and the student's
+      whole chain is composed from them to tell which later differences follow.
 
-    Returns a Trace: every gradient's status ("right", "wrong" for the first wrong one, "consequence" for one that
-    is wrong only because of it, "also wrong" for one with a mistake of its own, "unknown"), the first wrong
-    gradient's name and, where a usual mistake fits, its Diagnosis.
+    Returns a Trace (statuses in STATUSES, ``first``, ``diagnosis``, ``explain()``, ``draw()``).
     """
     values = graph.forward(inputs)
     ref, upstream = graph.backward(values)
-    names = graph.names
-    order = _backward_order(graph)  # tensor names from the loss down
-    edges = [(op.out, i) for op in graph.ops for i in op.inputs if i in ref]
+    order = [t for t in _backward_order(graph) if t in ref and t not in graph.data and t != graph.upstream]
+    edges = [(op.out, i) for op in graph.ops for i in op.inputs if i in order and op.out in order]
     if helpers is not None:
-        student = _run_helpers(graph, values, ref, upstream, helpers)
-        return _trace_from_helpers(graph, values, ref, upstream, student, helpers, order, edges)
-    grads = {k: _f64(v) for k, v in (grads or {}).items() if isinstance(v, torch.Tensor)}
-    return _trace_from_grads(graph, values, ref, upstream, grads, order, edges)
+        return _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges)
+    grads = {k: _f64(v) for k, v in (grads or {}).items() if isinstance(v, torch.Tensor) and k in ref}
+    return _trace_from_grads(graph, values, ref, grads, order, edges)
+
+
+def layer_helpers(graph, **functions):
+    """helpers for ``locate`` from a student's layer functions, as lessons 5 and 7 write them.
+
+    functions: linear_forward / linear_backward, relu_forward / relu_backward, sigmoid_forward / sigmoid_backward
+    (``X_backward(dout, cache)`` with the cache from ``X_forward``; without a forward, the cache is the inputs).
+    Ops with no student function are left to the right local derivative.
+    """
+    helpers = {}
+    for op in graph.ops:
+        kind = {Linear: "linear", ReLU: "relu", Sigmoid: "sigmoid"}.get(type(op))
+        backward = functions.get(f"{kind}_backward") if kind else None
+        if backward is None:
+            continue
+        forward = functions.get(f"{kind}_forward")
+
+        def helper(g, values, op=op, forward=forward, backward=backward):
+            args = [values[n] for n in op.inputs]
+            cache = forward(*args)[1] if forward is not None else (tuple(args) if len(args) > 1 else args[0])
+            out = backward(g, cache)
+            return dict(zip(op.inputs, out)) if isinstance(out, (tuple, list)) else {op.inputs[0]: out}
+
+        helpers[op.out] = helper
+    return helpers
 
 
 def _backward_order(graph):
-    order = [graph.root]
+    """Tensor names from the loss down: each after every tensor whose gradient flows into it (longest path)."""
+    depth, seen = {graph.root: 0}, [graph.root]
     for op in reversed(graph.ops):
+        if op.out not in depth:
+            continue
         for i in op.inputs:
-            if i not in order:
-                order.append(i)
-    return order
+            depth[i] = max(depth.get(i, 0), depth[op.out] + 1)
+            if i not in seen:
+                seen.append(i)
+    return sorted(seen, key=lambda t: (depth[t], seen.index(t)))
+
+
+def _node_label(graph, t):
+    """The loss by its name; every other tensor by its gradient's name (dz2, ∂J/∂σ)."""
+    return graph.names.show(t) if t == graph.root else (graph.names.grad(t) or t)
 
 
 def _same(a, b):
@@ -1073,204 +1117,153 @@ def _same(a, b):
     return compare("g", a, b).ok
 
 
-def _label(graph, name):
-    return graph.names.grad(name)
+def _trace_from_grads(graph, values, ref, grads, order, edges):
+    """Statuses from the student's gradients (some may be missing), explained by one usual mistake where one fits."""
+    names = graph.names
+    wrong_known = [t for t in order if t in grads and not _same(grads[t], ref[t])]
+    known = lambda t: t in grads or t == graph.root  # noqa: E731
 
+    def label(t):
+        return _node_label(graph, t) if known(t) else f"{_node_label(graph, t)} (not given)"
 
-def _trace_from_grads(graph, values, ref, upstream, grads, order, edges):
-    """Statuses from the student's gradients (some may be missing), explained by one variant where one fits."""
-    status = {}
-    for t in order:
-        if t == graph.root:
-            status[t] = "right"
-        elif t not in ref:
-            continue
-        elif t in grads:
-            status[t] = "right" if _same(grads[t], ref[t]) else "wrong?"
-        else:
-            status[t] = "unknown"
-    wrong_known = [t for t in order if status.get(t) == "wrong?"]
-    nodes = []
     if not wrong_known:
-        nodes = [TraceNode(t, _label(graph, t), status[t], known=t in grads or t == graph.root) for t in order if t in status]
+        nodes = [TraceNode(t, label(t), "right" if known(t) else "unknown", known=known(t)) for t in order]
         return Trace(nodes, edges, None, None)
-    # One mistake at one op, propagated: does it explain every known gradient?
-    targets = [t for t in order if t in grads and t != graph.root]
+    targets = [t for t in order if t in grads]
     exercise = Exercise(graph, targets, name=tuple(targets))
-    result = CaseResult("case", {n: values[n] for n in graph.leaves},
-                        {t: grads[t] for t in targets},
-                        {t: ref[t] for t in targets},
-                        {t: compare(t, grads[t], ref[t]) for t in targets})
+    result = CaseResult("case", {n: values[n] for n in graph.leaves}, {t: grads[t] for t in targets},
+                        {t: ref[t] for t in targets}, {t: compare(t, grads[t], ref[t]) for t in targets})
     found = exercise.diagnose([result])
-    marks = {}
-    diagnosis = None
-    first = None
+    marks, first, diagnosis = {}, None, None
     if found.named:
-        diagnosis = found
         first, changed = _variant_effect(exercise, result, graph, values, ref)
+    if found.named and first is not None:
+        diagnosis = found
         for t in order:
-            if t not in status:
-                continue
             if t == first:
                 marks[t] = "wrong"
             elif t in changed:
                 marks[t] = "consequence"
+            elif known(t):
+                marks[t] = "right" if t not in wrong_known else "also wrong"
             else:
-                marks[t] = status[t] if status[t] != "wrong?" else "also wrong"
+                marks[t] = "unknown"
     else:
-        # No single usual mistake fits: walk down from the loss with the student's own upstream gradients.
+        # No usual mistake fits: go down from the loss with the student's own upstream gradients.
         for t in order:
-            if t not in status:
-                continue
-            if status[t] != "wrong?":
-                marks[t] = status[t]
-                continue
-            expected_from_upstream = _propagate_student(graph, values, grads, ref, t)
-            if expected_from_upstream is not None and _same(grads[t], expected_from_upstream):
-                marks[t] = "consequence"
-            elif first is None:
-                marks[t] = "wrong"
-                first = t
+            if not known(t):
+                marks[t] = "unknown"
+            elif t not in wrong_known:
+                marks[t] = "right"
             else:
-                marks[t] = "also wrong"
-        if first is None:  # every wrong one follows from a gap the student did not show
-            first = wrong_known[0]
-            marks[first] = "wrong"
-        result1 = compare(_label(graph, first), grads[first], ref[first])
-        diagnosis = Diagnosis(result1.kind, result1.diagnosis or "", False, op=first)
-    for t in order:
-        if t not in marks:
-            continue
-        note = diagnosis.sentence if t == first and diagnosis is not None else ""
-        known = t in grads or t == graph.root
-        label = _label(graph, t) if known else f"{_label(graph, t)} (not given)"
-        nodes.append(TraceNode(t, label, marks[t], note, known))
+                from_upstream, gap = _from_student_upstream(graph, values, grads, ref, t)
+                if from_upstream is not None and _same(grads[t], from_upstream):
+                    marks[t] = "consequence" if first is not None or gap else "right"
+                elif first is None:
+                    marks[t], first = "wrong", t
+                else:
+                    marks[t] = "unclear" if gap else "also wrong"
+        comparison = compare(label(first), grads[first], ref[first])
+        diagnosis = Diagnosis(comparison.kind, _scoped(comparison, graph), False, op=first)
+    nodes = [TraceNode(t, label(t), marks[t], diagnosis.sentence if t == first else "", known(t)) for t in order]
     return Trace(nodes, edges, first, diagnosis)
 
 
 def _variant_effect(exercise, result, graph, values, ref):
-    """(the first wrong tensor, the tensors whose gradient the named variant changes) for the matching variant."""
+    """(the tensor whose gradient the fitting variant makes wrong first, the tensors whose gradient it changes)."""
+    _, upstream = graph.backward(values)
     for variant, op, at in exercise.variant_values(result.inputs):
         ok, informative, alpha = _fits(variant, at, result)
         if not ok or informative < MIN_INFORMATIVE:
             continue
-        local = op.vjp(values, _upstream_of(graph, values, op))
+        local = op.vjp(values, upstream[op.index])
         delta = torch.zeros_like(local[variant.input]) if variant.value is None else variant.value - local[variant.input]
         if variant.basis is not None:
             delta = delta + alpha * variant.basis
         change = graph.propagate(values, op.index, variant.input, delta)
-        changed = {t for t, d in change.items() if float(d.abs().max()) > 1e-12 * max(1.0, float(ref[t].abs().max()))}
+        changed = {t for t, d in change.items()
+                   if t in ref and float(d.abs().max()) > 1e-9 * max(1.0, float(ref[t].abs().max()))}
         return variant.input, changed
     return None, set()
 
 
-def _upstream_of(graph, values, op):
-    _, upstream = graph.backward(values)
-    return upstream[op.index]
-
-
-def _propagate_student(graph, values, grads, ref, target):
-    """∂J/∂target computed from the student's nearest known upstream gradient(s) with the right local derivatives."""
-    total = None
+def _from_student_upstream(graph, values, grads, ref, target):
+    """(∂J/∂target from the student's nearest given gradients above it through the right local derivatives,
+    whether a gradient not given lies in between)."""
+    total, gap = None, False
     for op in graph.consumers(target):
-        g = _student_or_propagated(graph, values, grads, ref, op.out)
-        if g is None:
-            return None
+        if op.out == graph.root or op.out in grads:
+            g = ref[op.out] if op.out == graph.root else grads[op.out]
+        else:
+            g, _ = _from_student_upstream(graph, values, grads, ref, op.out)
+            gap = True
+            if g is None:
+                return None, True
         d = op.vjp(values, g).get(target)
-        if d is None:
-            continue
-        total = d if total is None else total + d
-    return total
+        if d is not None:
+            total = d if total is None else total + d
+    return total, gap
 
 
-def _student_or_propagated(graph, values, grads, ref, name):
-    if name == graph.root:
-        return ref[name]
-    if name in grads:
-        return grads[name]
-    return _propagate_student(graph, values, grads, ref, name)
-
-
-def _run_helpers(graph, values, ref, upstream, helpers):
-    """The student's local gradients, each helper called with the right upstream gradient and forward values."""
-    local = {}
-    for op in graph.ops:
-        if op.out in helpers and op.index in upstream:
-            try:
-                out = helpers[op.out](upstream[op.index], values)
-            except Exception as err:  # noqa: BLE001 - a helper that fails is a wrong node, reported as such
-                out = err
-            local[op.out] = out
-    return local
-
-
-def _trace_from_helpers(graph, values, ref, upstream, student, helpers, order, edges):
-    """Statuses when each local backward is known: wrong given the right upstream = a mistake of its own."""
-    own_wrong = {}
-    diagnosis = None
+def _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges):
+    """Statuses when the student's local backward functions are known."""
+    own = {}  # input tensor -> (op, got): the op's local gradient for it is wrong given the right upstream
     for op in reversed(graph.ops):
-        if op.out not in student:
+        if op.out not in helpers or op.index not in upstream:
             continue
-        out = student[op.out]
         right = op.vjp(values, upstream[op.index])
-        if isinstance(out, Exception):
-            own_wrong[op.out] = f"raised {type(out).__name__}: {out}"
+        try:
+            out = _helper_output(helpers[op.out], upstream[op.index], values, op)
+        except Exception as err:  # noqa: BLE001 - a helper that raises is a wrong node, reported as such
+            for name in right:
+                own.setdefault(name, (op, err))
             continue
-        if isinstance(out, torch.Tensor) and len(right) == 1:
-            out = {next(iter(right)): out}
         for name, r in right.items():
-            got = out.get(name) if isinstance(out, dict) else None
-            if got is None or not _same(_f64(got), r):
-                own_wrong.setdefault(op.out, (op, name, got, r))
-    # the student's whole chain: compose the helpers (and the right local gradient where there is none)
-    chain = {graph.root: torch.ones_like(values[graph.root])}
+            got = out.get(name)
+            if not _same(_f64(got) if isinstance(got, torch.Tensor) else got, r):
+                own.setdefault(name, (op, got))
+    chain = {graph.root: torch.ones_like(values[graph.root])}  # the student's own whole backward pass
     for op in reversed(graph.ops):
         g = chain.get(op.out)
         if g is None:
             continue
-        if op.out in student and not isinstance(student[op.out], Exception):
+        out = None
+        if op.out in helpers:
             try:
-                out = helpers[op.out](g, values)
+                out = _helper_output(helpers[op.out], g, values, op)
             except Exception:  # noqa: BLE001
                 out = None
-            if isinstance(out, torch.Tensor):
-                out = {next(iter(op.vjp(values, g))): out}
         else:
             out = op.vjp(values, g)
         for name, d in (out or {}).items():
-            if isinstance(d, torch.Tensor) and name in ref:
+            if isinstance(d, torch.Tensor) and name in ref and tuple(d.shape) == tuple(ref[name].shape):
                 d = _f64(d)
                 chain[name] = chain[name] + d if name in chain else d
-    first, marks = None, {}
+    first, diagnosis, marks, notes = None, None, {}, {}
     for t in order:
-        if t not in ref:
-            continue
-        producer_wrong = [op_out for op_out, info in own_wrong.items()
-                          if isinstance(info, tuple) and info[1] == t or (not isinstance(info, tuple) and t in graph.producer(op_out).inputs)]
-        right_now = t in chain and _same(chain[t], ref[t])
-        if producer_wrong and first is None:
-            first = t
-            marks[t] = "wrong"
-            info = own_wrong[producer_wrong[0]]
-            if isinstance(info, tuple):
-                op, name, got, r = info
-                diagnosis = _diagnose_local(graph, values, upstream, op, name, got)
+        if t in own:
+            marks[t] = "wrong" if first is None else "also wrong"
+            op, got = own[t]
+            if isinstance(got, Exception):
+                found = Diagnosis("exception", f"the local backward raised {type(got).__name__}: {got}.", False, op=t)
             else:
-                diagnosis = Diagnosis("exception", info, False, op=t)
-        elif producer_wrong:
-            marks[t] = "also wrong"
-        elif right_now:
+                found = _diagnose_local(graph, values, upstream, op, t, got)
+            notes[t] = found.sentence
+            if first is None:
+                first, diagnosis = t, found
+        elif t in chain and _same(chain[t], ref[t]):
             marks[t] = "right"
         else:
-            marks[t] = "consequence" if first is not None else "wrong"
-            if first is None:
-                first = t
-    nodes = []
-    for t in order:
-        if t in marks:
-            note = diagnosis.sentence if (t == first and diagnosis is not None) else ""
-            nodes.append(TraceNode(t, _label(graph, t), marks[t], note))
+            marks[t] = "consequence" if first is not None else "unknown"
+    nodes = [TraceNode(t, _node_label(graph, t), marks[t], notes.get(t, "")) for t in order]
     return Trace(nodes, edges, first, diagnosis)
+
+
+def _helper_output(helper, g, values, op):
+    out = helper(g, values)
+    if isinstance(out, torch.Tensor):
+        out = {op.inputs[0]: out}
+    return out if isinstance(out, dict) else {}
 
 
 def _diagnose_local(graph, values, upstream, op, name, got):
@@ -1278,20 +1271,16 @@ def _diagnose_local(graph, values, upstream, op, name, got):
     g = upstream[op.index]
     local = op.vjp(values, g)
     right = local[name]
-    if not isinstance(got, torch.Tensor):
-        c = compare(graph.names.grad(name), got, right)
+    label = graph.names.grad(name) or name
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(right.shape):
+        c = compare(label, got, right)
         return Diagnosis(c.kind, c.diagnosis or "", False, op=name)
     got = _f64(got)
-    fitting = []
-    for variant in op.variants(values, g, local, graph.names):
-        if variant.input != name:
-            continue
-        if variant.basis is not None:
-            continue
-        if variant.value.shape == right.shape and _same(got, variant.value) and not _same(variant.value, right):
-            fitting.append(variant)
-    kinds = {v.kind for v in fitting}
-    if len(kinds) == 1:
-        return Diagnosis(fitting[0].kind, fitting[0].sentence(), True, op=name)
-    c = compare(graph.names.grad(name), got, right)
+    fitting = {v.kind: v for v in op.variants(values, g, local, graph.names)
+               if v.input == name and v.basis is None and v.value is not None
+               and v.value.shape == right.shape and _same(got, v.value) and not _same(v.value, right)}
+    if len(fitting) == 1:
+        variant = next(iter(fitting.values()))
+        return Diagnosis(variant.kind, variant.sentence(), True, op=name)
+    c = compare(label, got, right)
     return Diagnosis(c.kind, _scoped(c, graph), False, op=name)

@@ -4,6 +4,7 @@ import types
 
 import pytest
 import torch
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation
 from torch import nn
@@ -173,3 +174,70 @@ def test_show_falls_back_when_graphviz_dot_is_missing(monkeypatch):
     loss, w, b = _neuron_loss()
     graph.show(loss, {"w": w, "b": b})
     assert calls == [] and isinstance(shown[0], Figure)
+
+
+# --------------------------------------------------------------------------- a backward pass with its mistake marked
+MARKED = [
+    {"name": "J", "label": "J", "status": "right"},
+    {"name": "p", "label": "dp", "status": "right"},
+    {"name": "z2", "label": "dz2", "status": "wrong", "note": "σ' is taken at p = σ(z2). Fix: use dp · p · (1 − p)."},
+    {"name": "W2", "label": "dW2", "status": "consequence"},
+    {"name": "a1", "label": "da1 (not given)", "status": "unknown"},
+    {"name": "W1", "label": "dW1", "status": "consequence"},
+]
+MARKED_EDGES = [("J", "p"), ("p", "z2"), ("z2", "W2"), ("z2", "a1"), ("a1", "W1")]
+
+
+def test_draw_backward_marks_each_gradient_by_its_status():
+    drawing = graph.draw_backward(MARKED, MARKED_EDGES, title="lesson 5, n=64")
+    ax = drawing.figure.axes[0]
+    boxes = {t.get_text(): t for t in ax.texts if not isinstance(t, Annotation)}
+    assert set(boxes) == {n["label"] for n in MARKED}
+    for node in MARKED:
+        fill, edge, hatch = graph.STATUS_STYLE[node["status"]]
+        patch = boxes[node["label"]].get_bbox_patch()
+        assert patch.get_facecolor() == pytest.approx(to_rgba(fill)) and patch.get_hatch() == hatch
+    assert boxes["dz2"].get_fontweight() == "bold" and boxes["dW2"].get_fontweight() == "normal"
+    arrows = [c for c in ax.get_children() if isinstance(c, Annotation)]
+    assert len(arrows) == len(MARKED_EDGES)
+    for arrow in arrows:
+        assert arrow.xy[1] < arrow.xyann[1]  # from the loss down
+    legend = [t.get_text() for t in drawing.figure.legends[0].get_texts()]
+    assert legend == ["right", "first wrong", "wrong because of it", "not given"]  # only the statuses present
+
+
+def test_the_drawing_is_svg_text_png_bytes_and_an_html_fragment():
+    drawing = graph.draw_backward(MARKED, MARKED_EDGES, title="lesson 5, n=64")
+    svg = drawing.svg
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and drawing.mimetype == "image/svg+xml"
+    assert "dz2" in svg and "Fix: use dp · p · (1 − p)." in svg  # text kept as text
+    assert drawing._repr_svg_() == svg and drawing.data == svg
+    html = drawing.to_html()
+    assert html.startswith('<figure class="gradlab-backward"') and "<?xml" not in html and html.count("<svg") == 1
+    assert 'aria-label="lesson 5, n=64"' in html and drawing._repr_html_() == html
+    assert drawing.png().startswith(b"\x89PNG\r\n\x1a\n")
+    again = graph.draw_backward(MARKED, MARKED_EDGES, title="lesson 5, n=64").svg
+    assert again == svg  # the same drawing gives the same bytes: feedback files do not churn
+
+
+def test_draw_backward_refuses_what_it_cannot_draw():
+    with pytest.raises(ValueError, match="unknown status 'bad'"):
+        graph.draw_backward([{"name": "J", "status": "bad"}])
+    with pytest.raises(ValueError, match="at least one node"):
+        graph.draw_backward([])
+    with pytest.raises(ValueError, match="needs a name"):
+        graph.draw_backward([{"label": "J"}])
+
+
+def test_draw_backward_needs_nothing_but_matplotlib():
+    import subprocess
+    import sys as _sys
+
+    code = (
+        "import sys; sys.modules['IPython'] = None; sys.modules['torchviz'] = None\n"
+        "from gradlab import graph\n"
+        "d = graph.draw_backward([{'name': 'J', 'status': 'right'}, {'name': 'w', 'label': 'dw', 'status': 'wrong',"
+        " 'note': 'x'}], [('J', 'w')])\n"
+        "assert 'dw' in d.svg and d.png()[:4] == b'\\x89PNG'\n"
+    )
+    subprocess.run([_sys.executable, "-c", code], check=True)

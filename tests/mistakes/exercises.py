@@ -288,7 +288,7 @@ NAMES5 = ("W1", "b1", "W2", "b2")
 
 def _l5_two_layer():
     graph = Graph(Linear("z1", "X", "W1", "b1"), ReLU("a1", "z1"), Linear("z2", "a1", "W2", "b2"),
-                  Sigmoid("p", "z2"), MSE("J", "p", "y"),
+                  Sigmoid("p", "z2"), MSE("J", "p", "y"), data=("X",),
                   grad_notation={t: f"d{t}" for t in ("z1", "a1", "z2", "p", *NAMES5)})
 
     def make(gen, n, dtype):
@@ -384,7 +384,7 @@ NAMES7 = ("W1", "b1", "W2", "b2", "W3", "b3")
 
 def _l7_backward():
     graph = Graph(Linear("z1", "X", "W1", "b1"), ReLU("a1", "z1"), Linear("z2", "a1", "W2", "b2"), ReLU("a2", "z2"),
-                  Linear("logits", "a2", "W3", "b3"), Dot("J", "logits", "dlogits"), upstream="dlogits",
+                  Linear("logits", "a2", "W3", "b3"), Dot("J", "logits", "dlogits"), upstream="dlogits", data=("X",),
                   grad_notation={t: f"d{t}" for t in ("z1", "a1", "z2", "a2", "logits", *NAMES7)})
 
     def make(gen, n, dtype):
