@@ -1,7 +1,7 @@
 """Compare a gradient computed by hand with a reference, and tell the student what went wrong.
 
     compare(name, got, expected)       -> Comparison; never raises on anything a student passes in
-    check_grad(name, got, expected)    -> the Comparison if right, else AssertionError explaining why
+    check_grad(name, got, expected)    -> the Comparison if right, else GradientError (an AssertionError) explaining why
     report([comparison, ...])          -> one table: str() gives text, a notebook shows HTML
     autograd_grads(fn, *inputs)        -> the reference: torch autograd on detached copies
     numerical_grads(fn, *inputs)       -> the third opinion: central differences in float64
@@ -17,6 +17,10 @@ A Comparison's status is one of
 Its ``kind`` names the diagnosis with a fixed label that graders may test: "none", "type", "shape",
 "transposed", "nan", "zeros", "sign", "factor", "close", "values" (gradlab/diagnose.py says which
 wins when several fit), or "placement" for a right answer on another device or in another dtype.
+With ``computation=`` (a gradlab.variants.Exercise) and ``inputs=``, a wrong answer whose values alone say
+nothing specific is also tried against the computation's usual wrong formulas (gradlab/variants.py), and the
+mask hints are given only when the computation has a ReLU mask; the formula kinds are listed there
+("wrong_point", "dropped", "mask_missing", "softmax_axis", ...).
 
 Tolerance. An answer is within tolerance when every element satisfies
     |got − expected| ≤ atol + rtol · |expected|.
@@ -44,7 +48,8 @@ import torch
 from . import diagnose
 from .reference import autograd_grads, numerical_grads  # part of this module's API
 
-__all__ = ["Comparison", "Report", "TOLERANCES", "autograd_grads", "check_grad", "compare", "numerical_grads", "report"]
+__all__ = ["Comparison", "GradientError", "Report", "TOLERANCES", "autograd_grads", "check_grad", "compare",
+           "numerical_grads", "report"]
 
 #: default (rtol, atol) per dtype; this atol is in units of max |expected| (a given atol is absolute).
 TOLERANCES = {
@@ -60,6 +65,16 @@ _LABELS = {
     "nan": "NaN/inf", "zeros": "all zeros", "sign": "wrong sign", "factor": "constant factor",
     "close": "close, outside tolerance", "values": "wrong values", "placement": "other device/dtype",
 }
+
+
+class GradientError(AssertionError):
+    """A wrong gradient: the message the student reads, with the diagnosis's fixed label and the gradient's name."""
+
+    def __init__(self, message, kind=None, gradient=None, comparison=None):
+        super().__init__(message)
+        self.kind = kind
+        self.gradient = gradient
+        self.comparison = comparison
 
 
 @dataclass
@@ -139,12 +154,21 @@ def report(comparisons):
     return Report(comparisons)
 
 
-def compare(name, got, expected, *, atol=None, rtol=None):
+def compare(name, got, expected, *, atol=None, rtol=None, computation=None, inputs=None):
     """Compare a student's ``got`` with the reference ``expected``; never raises on ``got``.
 
     ``expected`` is the grader's own tensor: a broken one raises TypeError, because blaming the student
     for it would be wrong. NumPy arrays and Python numbers are accepted for both.
+    computation, inputs: the Exercise (gradlab.variants) this gradient belongs to and the inputs of this case;
+    then a vague "values differ" is replaced by a usual formula mistake where one fits this case.
     """
+    result = _compare(name, got, expected, atol, rtol)
+    if computation is not None and not result.ok:
+        result = _with_computation(result, name, got, computation, inputs)
+    return result
+
+
+def _compare(name, got, expected, atol, rtol):
     exp = _reference(expected)
     expected_line = "expected: " + _summary(exp)
     try:
@@ -158,11 +182,27 @@ def compare(name, got, expected, *, atol=None, rtol=None):
                           kind="type", details=[expected_line])
 
 
-def check_grad(name, got, expected, *, atol=None, rtol=None, context=None):
-    """Return the Comparison if ``got`` is right; otherwise raise AssertionError explaining the mistake."""
-    result = compare(name, got, expected, atol=atol, rtol=rtol)
+def check_grad(name, got, expected, *, atol=None, rtol=None, context=None, computation=None, inputs=None):
+    """Return the Comparison if ``got`` is right; otherwise raise GradientError (an AssertionError with the
+    diagnosis's ``kind``) explaining the mistake."""
+    result = compare(name, got, expected, atol=atol, rtol=rtol, computation=computation, inputs=inputs)
     if not result.ok:
-        raise AssertionError(result.explain(context))
+        raise GradientError(result.explain(context), kind=result.kind, gradient=name, comparison=result)
+    return result
+
+
+def _with_computation(result, name, got, computation, inputs):
+    """A vague or mask-worded diagnosis, revisited with the computation's usual wrong formulas (one case)."""
+    from . import variants  # imported here: variants builds on this module
+
+    if result.status == "error" or result.kind not in ("values", "close"):
+        return result
+    found = computation.diagnose([computation.compare_case("", inputs, {n: got for n in computation.names}
+                                                            if len(computation.names) == 1 else got)])
+    if found.named:
+        result.kind, result.diagnosis = found.kind, found.sentence
+    else:
+        result.diagnosis = variants._scoped(result, computation.graph)
     return result
 
 
