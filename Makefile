@@ -51,7 +51,7 @@ grade-demo: $(RELEASED)
 	cd grader && nbgrader autograde $(DEMO_LESSON) --force --log-level=WARN
 	cd grader && nbgrader generate_feedback $(DEMO_LESSON) --force --log-level=WARN
 	cd grader && nbgrader export --to grades.csv --log-level=WARN
-	@cd grader && python -m gradlab.grade_table $(DEMO_LESSON)
+	@cd grader && python -m gradlab.instructor.grade_table $(DEMO_LESSON)
 	@echo "Grades as CSV: $(CURDIR)/grader/grades.csv"
 
 test: $(STAMP)

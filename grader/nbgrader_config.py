@@ -23,16 +23,16 @@ c.Execute.interrupt_on_timeout = True
 # --- autograde: broken submissions and the student's kernel ------------------------------------------
 # Both lists are nbgrader 0.9's defaults with gradlab's replacements marked; tests/test_grader_config.py
 # checks that nothing else differs, so an nbgrader upgrade that changes its defaults is noticed.
-c.Autograde.exporter_class = "gradlab.autograde_repair.ReadableNotebookExporter"  # a file that is not a notebook
+c.Autograde.exporter_class = "gradlab.instructor.repair.ReadableNotebookExporter"  # a file that is not a notebook
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
-    "gradlab.autograde_repair.RepairCellMetadata",  # instead of DeduplicateIds: a copied cell (nbgrader #1083)
+    "gradlab.instructor.repair.RepairCellMetadata",  # instead of DeduplicateIds: a copied cell (nbgrader #1083)
     "nbgrader.preprocessors.OverwriteKernelspec",
-    "gradlab.autograde_repair.RestoreCells",  # instead of OverwriteCells: deleted or edited test cells
+    "gradlab.instructor.repair.RestoreCells",  # instead of OverwriteCells: deleted or edited test cells
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 c.Autograde.autograde_preprocessors = [
-    "gradlab.kernel_limits.LimitedExecute",  # instead of Execute: the kernel's memory limit
+    "gradlab.instructor.execute.TrustedExecute",  # instead of Execute: sandboxed kernel, test cells scored by the grader
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -42,14 +42,14 @@ c.Autograde.autograde_preprocessors = [
 ]
 # A deleted or edited test cell is put back from the source and graded (hidden tests included).
 c.OverwriteCells.add_missing_cells = True
-# MiB a student's kernel may write to (RLIMIT_DATA, Linux); 0 turns the limit off.
-c.LimitedExecute.memory_limit_mb = 4096
+# The student's sandbox (gradlab/instructor/sandbox.py): memory (RLIMIT_DATA, MiB), also CPU, processes, files.
+c.Sandbox.memory_limit_mb = 4096
 
 # --- feedback: the diagnosis of a hidden test, not its code ------------------------------------------
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-    "gradlab.feedback_filter.HideHiddenTests",
+    "gradlab.instructor.feedback.HideHiddenTests",
 ]
 
 # --- nbgrader zip_collect: files downloaded from an LMS ----------------------------------------------

@@ -8,7 +8,9 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nbgrader.converters import Autograde, GenerateFeedback
 from traitlets.config.loader import PyFileConfigLoader
 
-from gradlab import autograde_repair, feedback_filter, grade_table, kernel_limits
+from gradlab.instructor import execute, grade_table
+from gradlab.instructor import feedback as feedback_filter
+from gradlab.instructor import repair as autograde_repair
 
 from course import GRADER_CONFIG
 
@@ -25,9 +27,9 @@ def _full(name):
 
 
 @pytest.mark.parametrize("converter, trait, replaced", [
-    (Autograde, "sanitize_preprocessors", {"DeduplicateIds": "gradlab.autograde_repair.RepairCellMetadata",
-                                           "OverwriteCells": "gradlab.autograde_repair.RestoreCells"}),
-    (Autograde, "autograde_preprocessors", {"Execute": "gradlab.kernel_limits.LimitedExecute"}),
+    (Autograde, "sanitize_preprocessors", {"DeduplicateIds": "gradlab.instructor.repair.RepairCellMetadata",
+                                           "OverwriteCells": "gradlab.instructor.repair.RestoreCells"}),
+    (Autograde, "autograde_preprocessors", {"Execute": "gradlab.instructor.execute.TrustedExecute"}),
 ])
 def test_pipelines_are_nbgraders_with_only_gradlabs_replacements(config, converter, trait, replaced):
     defaults = [_full(f"{p.__module__}.{p.__name__}") for p in converter.class_traits()[trait].default()]
@@ -37,15 +39,15 @@ def test_pipelines_are_nbgraders_with_only_gradlabs_replacements(config, convert
 
 def test_feedback_adds_only_the_hidden_test_filter(config):
     defaults = [_full(f"{p.__module__}.{p.__name__}") for p in GenerateFeedback.class_traits()["preprocessors"].default()]
-    assert config.GenerateFeedback.preprocessors == defaults + ["gradlab.feedback_filter.HideHiddenTests"]
+    assert config.GenerateFeedback.preprocessors == defaults + ["gradlab.instructor.feedback.HideHiddenTests"]
 
 
 def test_the_course_settings_the_issue_asks_for(config):
     assert config.CourseDirectory.source_directory == "../notebooks"
     assert config.OverwriteCells.add_missing_cells is True
     assert config.Execute.timeout == 60 and config.Execute.interrupt_on_timeout is True
-    assert config.LimitedExecute.memory_limit_mb > 0
-    assert config.Autograde.exporter_class == "gradlab.autograde_repair.ReadableNotebookExporter"
+    assert config.Sandbox.memory_limit_mb > 0
+    assert config.Autograde.exporter_class == "gradlab.instructor.repair.ReadableNotebookExporter"
     stub = config.ClearSolutions.code_stub["python"]
     assert stub.splitlines()[0] == "# YOUR CODE HERE" and "Replace this line with your solution" in stub
 
@@ -131,17 +133,9 @@ def test_a_restored_cell_goes_next_to_its_nearest_surviving_neighbour():
     assert autograde_repair._position(cells, ["x"], {}, "x") == 3  # nothing left: at the end
 
 
-# --------------------------------------------------------------------------- kernel limits, grade table
-def test_the_memory_limit_never_exceeds_the_hard_limit(monkeypatch):
-    resource = pytest.importorskip("resource")
-    monkeypatch.setattr(resource, "getrlimit", lambda kind: (resource.RLIM_INFINITY, 2**30))
-    assert kernel_limits._capped(4096) == 2**30
-    monkeypatch.setattr(resource, "getrlimit", lambda kind: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    assert kernel_limits._capped(4096) == 4096 * 2**20
-
-
+# --------------------------------------------------------------------------- timeout message, grade table
 def test_the_timeout_message_says_how_long():
-    executor = kernel_limits.LimitedExecute(timeout=7)
+    executor = execute.TrustedExecute(timeout=7)
     assert "after 7 s" in executor.error_on_timeout["evalue"]
 
 

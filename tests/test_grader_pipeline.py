@@ -185,7 +185,7 @@ def gradebook_dump(course):
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     course = make_course(tmp_path_factory.mktemp("course"), f"c.Execute.timeout = {TIMEOUT_S}",
-                         f"c.LimitedExecute.memory_limit_mb = {MEMORY_MB}")
+                         f"c.Sandbox.memory_limit_mb = {MEMORY_MB}")
     submit_all(course, STUDENTS)
     run = course.autograde("tiny")  # raises, with nbgrader's output, if the run fails
     course.nbgrader("generate_feedback", "tiny")
@@ -277,11 +277,12 @@ def test_memory_hog_is_stopped_and_the_run_goes_on(graded):
     assert f"RLIMIT_DATA {MEMORY_MB * 2**20}" in printed
 
 
-def test_the_kernel_works_in_the_students_own_copy(graded):
+def test_the_kernel_works_in_a_private_copy_that_is_thrown_away(graded):
     course, _ = graded
-    folder = course.root / "autograded" / "j-reports-limits" / "tiny"
-    assert (folder / "where.txt").read_text() == str(folder)
-    assert not (course.root / "submitted" / "j-reports-limits" / "tiny" / "where.txt").exists()
+    reports = cell_of(autograded(course, "j-reports-limits"), "square")
+    assert "RLIMIT_DATA" in "".join(out.get("text", "") for out in reports.outputs)
+    for step in ("autograded", "submitted", "feedback"):
+        assert not list((course.root / step).rglob("where.txt")), f"a file the student's code wrote reached {step}/"
 
 
 def test_an_endless_loop_is_cut_with_an_explanation(graded):

@@ -1,6 +1,6 @@
 """Print one assignment's grades per test cell, from an nbgrader gradebook, and where the feedback is.
 
-    cd grader && ../.venv/bin/python -m gradlab.grade_table 03-backprop-by-hand
+    cd grader && ../.venv/bin/python -m gradlab.instructor.grade_table 03-backprop-by-hand
 
 `nbgrader export` gives one total per student; this shows which cells cost the points, which is what an
 instructor checks first after autograding. "?" marks a cell that still needs manual grading, "-" a student

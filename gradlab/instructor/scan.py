@@ -1,0 +1,133 @@
+"""Read a submission's code (as code, not as text) for autograd and for code that tampers with the grader.
+
+The guard in the student's kernel (gradlab.grading.guard) fails a by-hand exercise that uses autograd, but
+code in the same process can switch it off on purpose. So the grader also reads what the student wrote: every
+exercise cell, and every code cell that is not in the lesson's source as released (added or edited), and lists
+what it finds for the instructor, cell by cell. It flags; it does not take points: a flag is a reason to read
+the code, and the grade table and the class report show each one.
+"""
+import ast
+import importlib
+from pathlib import Path
+
+import nbformat
+from nbgrader import utils
+
+AUTOGRAD_ATTRIBUTES = {
+    "backward": "calls .backward()", "grad": "reads .grad", "autograd": "uses torch.autograd",
+    "requires_grad": "sets requires_grad", "requires_grad_": "calls requires_grad_()",
+    "enable_grad": "turns gradients on (enable_grad)", "set_grad_enabled": "turns gradients on (set_grad_enabled)",
+    "func": "uses torch.func", "functorch": "uses functorch", "vjp": "uses vjp", "jvp": "uses jvp",
+    "jacobian": "uses a Jacobian function", "hessian": "uses a Hessian function", "jacrev": "uses jacrev",
+    "jacfwd": "uses jacfwd", "Parameter": "makes an nn.Parameter",
+    "autograd_grads": "calls gradlab's autograd reference", "numerical_grads": "calls gradlab's finite differences",
+}
+TAMPERING_NAMES = {
+    "_C": "reaches into torch._C", "overrides": "uses torch.overrides", "TorchFunctionMode": "defines a torch-function mode",
+    "__torch_function__": "overrides __torch_function__", "saved_tensors_hooks": "uses saved-tensor hooks",
+    "disable_saved_tensors_hooks": "disables saved-tensor hooks", "DisableTorchFunction": "disables torch functions",
+    "exec": "runs code from a string (exec)", "eval": "runs code from a string (eval)", "compile": "compiles code",
+    "__import__": "imports by name", "importlib": "imports by name (importlib)", "getattr": "looks up an attribute by name",
+    "setattr": "sets an attribute by name", "delattr": "deletes an attribute by name", "globals": "uses globals()",
+    "__globals__": "reaches into a function's globals", "__code__": "changes a function's code",
+    "__builtins__": "uses __builtins__", "builtins": "uses builtins", "modules": "uses sys.modules",
+    "get_ipython": "uses IPython's internals", "input_transformers_cleanup": "installs an input transformer",
+    "input_transformers_post": "installs an input transformer", "publish_display_data": "publishes display data",
+    "displayhook": "replaces the display hook", "gc": "walks the garbage collector", "inspect": "inspects frames",
+    "_getframe": "inspects frames", "ctypes": "uses ctypes", "_exit": "ends the process (os._exit)",
+    "subprocess": "starts programs", "socket": "opens network sockets", "signal": "handles signals",
+}
+SUSPICIOUS_TEXT = ("backward", "autograd", "gradlab", "saved_tensors", "requires_grad", "application/vnd.gradlab")
+
+
+def flags(nb, source_path=None):
+    """[{cell, grade_id, where, category, what, line}] for a submission; ``source_path`` is the lesson's source
+    notebook (without it, only the exercise cells are read)."""
+    released = _code_of(source_path)
+    allowed = _autograd_allowed(nb)
+    found = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or (utils.is_grade(cell) and not utils.is_solution(cell)):
+            continue
+        if utils.is_solution(cell):
+            where = "exercise"
+        elif released is not None and cell.source in released:
+            continue
+        elif released is None and not utils.is_solution(cell):
+            continue
+        else:
+            where = "added or edited cell"
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        for category, what, line in read(cell.source):
+            if category == "autograd" and grade_id in allowed:
+                continue
+            found.append({"cell": index + 1, "grade_id": grade_id, "where": where, "category": category,
+                          "what": what, "line": line})
+    return found
+
+
+def read(source):
+    """[(category, what, line)] found in one cell's code; a cell that does not parse is itself a finding."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        return [("unreadable", f"is not valid Python ({err.msg})", err.lineno or 0)]
+    found = []
+    for node in ast.walk(tree):
+        for category, what in _judge(node):
+            found.append((category, what, getattr(node, "lineno", 0)))
+    unique = []
+    for item in found:
+        if item[:2] not in [u[:2] for u in unique]:
+            unique.append(item)
+    return unique
+
+
+def _judge(node):
+    names = []
+    if isinstance(node, ast.Attribute):
+        names.append(node.attr)
+    elif isinstance(node, ast.Name):
+        names.append(node.id)
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        module = getattr(node, "module", None) or ""
+        names += [part for alias in node.names for part in (alias.name.split(".") + [alias.asname or ""])]
+        names += module.split(".")
+        if module.startswith("gradlab.grading") or any(a.name.startswith("gradlab.grading") for a in node.names):
+            yield "tampering", "imports the grader's checks (gradlab.grading)"
+    elif isinstance(node, ast.keyword) and node.arg == "requires_grad":
+        yield "autograd", "passes requires_grad="
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        text = node.value.lower()
+        for word in SUSPICIOUS_TEXT:
+            if word in text:
+                yield "tampering", f"has the text {word!r} in a string"
+    for name in names:
+        if name in AUTOGRAD_ATTRIBUTES:
+            yield "autograd", AUTOGRAD_ATTRIBUTES[name]
+        if name in TAMPERING_NAMES:
+            yield "tampering", TAMPERING_NAMES[name]
+
+
+def _autograd_allowed(nb):
+    """grade_ids of exercises meant to use autograd: AUTOGRAD_ALLOWED of the lesson modules the notebook's checks use."""
+    from .checks import NotACheck, check_calls
+
+    allowed = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell):
+            try:
+                calls = check_calls(cell.source)
+            except NotACheck:
+                continue
+            for call in calls:
+                module = importlib.import_module(f"gradlab.grading.{call.module}")
+                allowed |= set(getattr(module, "AUTOGRAD_ALLOWED", ()))
+    return allowed
+
+
+def _code_of(path):
+    """The sources of the lesson's own code cells (as released), or None where the lesson source is not at hand."""
+    if path is None or not Path(path).exists():
+        return None
+    return {cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"}
