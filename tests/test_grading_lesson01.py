@@ -1,51 +1,102 @@
-"""The hidden checks of lesson 1 pass the lesson's own solutions and fail typical mistakes with a useful message."""
+"""The hidden checks of lesson 1 pass the lesson's own solutions and every valid variant a docstring allows, and
+fail typical mistakes with a message that names the mistake. The important cases run both ways the grader runs a
+check (locally, and recorded in the kernel then replayed), which must agree: tests/grading_modes.py."""
 import pytest
 import torch
 
 from course import solution_namespace
+from grading_modes import both
 from gradlab.grading import lesson01
-
 
 SOLUTIONS = solution_namespace("01-one-neuron/one-neuron.ipynb")
 linear, sigmoid, sse, mse, dsse_dw = (SOLUTIONS[n] for n in ("linear", "sigmoid", "sse", "mse", "dsse_dw"))
+CHECKS = (lesson01.check_linear, lesson01.check_sigmoid, lesson01.check_sse, lesson01.check_mse,
+          lesson01.check_dsse_dw)
 
 
-def test_the_lesson_solutions_pass():
-    lesson01.check_linear(linear)
-    lesson01.check_sigmoid(sigmoid)
-    lesson01.check_sse(sse)
-    lesson01.check_mse(mse)
-    lesson01.check_dsse_dw(dsse_dw)
+def passes(check, fn):
+    err, verdict = both(check, fn)
+    assert err is None, err
+    return verdict
+
+
+def fails(check, fn, kind, *needles):
+    """The check fails ``fn`` both ways, with this kind and a message holding every needle."""
+    err, verdict = both(check, fn)
+    assert err is not None, "the check passed"
+    message = str(err)
+    assert getattr(err, "kind", None) == kind == verdict.kind, (getattr(err, "kind", None), verdict.kind, message)
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def namespace(source):
+    """Functions defined as in a student's notebook: one module namespace, so they call each other by name."""
+    ns = {"torch": torch}
+    exec(source, ns)
+    return ns
+
+
+def test_the_lesson_solutions_pass_both_ways():
+    for check, fn in zip(CHECKS, (linear, sigmoid, sse, mse, dsse_dw)):
+        verdict = passes(check, fn)
+        assert not verdict.notes, verdict.notes
 
 
 def test_an_unwritten_exercise_says_so():
     def stub(*args):
         raise NotImplementedError("Replace this line with your solution, then run the check below.")
-    for check in (lesson01.check_linear, lesson01.check_sigmoid, lesson01.check_sse, lesson01.check_mse,
-                  lesson01.check_dsse_dw):
-        with pytest.raises(AssertionError, match="not written yet"):
-            check(stub)
+    for check in CHECKS:
+        fails(check, stub, "not written", "not written yet")
 
 
 # ---------------------------------------------------------------- linear and sigmoid
+def test_linear_variants_pass():
+    passes(lesson01.check_linear, lambda X, w, b=0.0: torch.addcmul(torch.as_tensor(b, dtype=X.dtype, device=X.device),
+                                                                     X, torch.as_tensor(w, dtype=X.dtype, device=X.device)))
+    passes(lesson01.check_linear, lambda X, w, b=0.0: X @ torch.as_tensor(w, dtype=X.dtype, device=X.device).reshape(1, 1) + b)
+
+    def own_copy_in_place(X, w, b=0.0):
+        z = X.clone()
+        z.mul_(w).add_(b)
+        return z
+    passes(lesson01.check_linear, own_copy_in_place)
+
+
 def test_linear_without_the_bias_fails():
-    with pytest.raises(AssertionError, match=r"z = X·w \+ b is wrong"):
-        lesson01.check_linear(lambda X, w, b=0.0: X * w)
+    fails(lesson01.check_linear, lambda X, w, b=0.0: X * w, "values", "z = X·w + b is wrong")
 
 
 def test_linear_that_needs_the_bias_argument_is_told_how_it_was_called():
-    with pytest.raises(AssertionError, match="missing 1 required positional argument"):
-        lesson01.check_linear(lambda X, w, b: X * w + b)
+    fails(lesson01.check_linear, lambda X, w, b: X * w + b, "exception", "missing 1 required positional argument")
 
 
-def test_linear_as_a_matrix_product_crashes_readably():
-    with pytest.raises(AssertionError, match=r"`linear` raised RuntimeError"):
-        lesson01.check_linear(lambda X, w, b=0.0: X @ w + b)
+def test_linear_that_only_takes_tensors_fails_on_python_numbers():
+    fails(lesson01.check_linear, lambda X, w, b=0.0: X * w.item() + b, "exception", "Python numbers")
+
+
+def test_linear_that_scales_its_input_in_place_fails():
+    def in_place(X, w, b=0.0):
+        X *= w
+        return X + b
+    fails(lesson01.check_linear, in_place, "changed input", "changed its input `X` in place")
 
 
 def test_linear_that_flattens_the_column_fails_on_its_shape():
-    with pytest.raises(AssertionError, match="shape"):
-        lesson01.check_linear(lambda X, w, b=0.0: (X * w + b).reshape(-1))
+    fails(lesson01.check_linear, lambda X, w, b=0.0: (X * w + b).reshape(-1), "shape", "shape")
+
+
+def test_sigmoid_variants_pass():
+    passes(lesson01.check_sigmoid, lambda z: torch.exp(z) / (1 + torch.exp(z)))
+    passes(lesson01.check_sigmoid, lambda z: torch.where(z >= 0, 1 / (1 + torch.exp(-z)), torch.exp(z) / (1 + torch.exp(z))))
+    passes(lesson01.check_sigmoid, lambda z: 0.5 * (1 + torch.tanh(z / 2)))
+
+    def own_copy_in_place(z):
+        e = torch.exp(-z)
+        e.add_(1).reciprocal_()
+        return e
+    passes(lesson01.check_sigmoid, own_copy_in_place)
 
 
 @pytest.mark.parametrize("wrong", [
@@ -64,21 +115,40 @@ def test_a_sigmoid_that_works_only_on_columns_fails():
 
 
 def test_a_sigmoid_in_float32_for_float64_inputs_fails():
-    with pytest.raises(AssertionError, match=r"right values but is float32.*float64"):
-        lesson01.check_sigmoid(lambda z: torch.sigmoid(z).float())
+    fails(lesson01.check_sigmoid, lambda z: torch.sigmoid(z).float(), "placement", "right values but is float32", "float64")
+
+
+def test_a_sigmoid_that_overwrites_its_input_fails():
+    def in_place(z):
+        return z.neg_().exp_().add_(1).reciprocal_()
+    fails(lesson01.check_sigmoid, in_place, "changed input", "changed its input `z` in place")
 
 
 # ---------------------------------------------------------------- SSE and MSE
+def test_sse_and_mse_variants_pass():
+    passes(lesson01.check_sse, lambda h, y: ((h.reshape(-1) - y) ** 2).sum())
+    passes(lesson01.check_sse, lambda h, y: torch.sum(torch.square(h - y[:, None])))
+    passes(lesson01.check_sse, lambda h, y: torch.nn.functional.mse_loss(h, y.reshape(-1, 1), reduction="sum"))
+    passes(lesson01.check_mse, lambda h, y: ((h - y.reshape(-1, 1)) ** 2).mean())
+    passes(lesson01.check_mse, lambda h, y: ((h - y.reshape(-1, 1)) ** 2).sum() / len(y))
+
+    def own_copy_in_place(h, y):
+        d = h - y.reshape(-1, 1)
+        d.pow_(2)
+        return d.sum()
+    passes(lesson01.check_sse, own_copy_in_place)
+
+
 def test_the_broadcasting_trap_is_named():
-    with pytest.raises(AssertionError, match=r"(?s)SSE is wrong \(n=7.*broadcasting trap.*y.reshape\(-1, 1\)"):
-        lesson01.check_sse(lambda h, y: ((h - y) ** 2).sum())
-    with pytest.raises(AssertionError, match="MSE is wrong.*broadcasting trap"):
-        lesson01.check_mse(lambda h, y: ((h - y) ** 2).mean())
+    message = fails(lesson01.check_sse, lambda h, y: ((h - y) ** 2).sum(), "broadcasting trap",
+                    "SSE is wrong (n=7", "y.reshape(-1, 1)")
+    assert "broadcasting trap" in message
+    fails(lesson01.check_mse, lambda h, y: ((h - y) ** 2).mean(), "broadcasting trap", "MSE is wrong")
+    fails(lesson01.check_mse, lambda h, y: ((h - y) ** 2).sum() / len(y), "broadcasting trap", "MSE is wrong")
 
 
 def test_mse_without_the_division_is_named():
-    with pytest.raises(AssertionError, match=r"MSE is wrong \(n=7.*divide by N \(N = 7"):
-        lesson01.check_mse(sse)
+    fails(lesson01.check_mse, sse, "factor", "MSE is wrong (n=7", "divide by N (N = 7")
 
 
 @pytest.mark.parametrize("wrong", [
@@ -97,8 +167,36 @@ def test_sse_without_the_sum_fails_on_its_shape():
 
 
 def test_sse_as_a_python_number_must_be_a_tensor():
-    with pytest.raises(AssertionError, match="SSE should be a tensor"):
-        lesson01.check_sse(lambda h, y: sse(h, y).item())
+    fails(lesson01.check_sse, lambda h, y: sse(h, y).item(), "type", "SSE should be a tensor")
+
+
+def test_sse_that_keeps_a_dimension_is_told_about_its_shape_not_a_trap():
+    message = fails(lesson01.check_sse, lambda h, y: ((h - y.reshape(-1, 1)) ** 2).sum(dim=0, keepdim=True), "shape",
+                    "SSE has the right value but shape (1, 1)", "0-dim")
+    assert "(N, N)" not in message
+
+
+def test_an_sse_that_changes_its_input_in_place_fails():
+    def in_place(h, y):
+        h -= y.reshape(-1, 1)
+        return (h ** 2).sum()
+    fails(lesson01.check_sse, in_place, "changed input", "changed its input `h` in place", "the caller still needs")
+
+
+def test_mse_is_graded_with_the_course_sse_so_a_slip_there_costs_only_sse():
+    student = namespace("def sse(h, y):\n    return ((h - y) ** 2).sum()\n\n"
+                        "def mse(h, y):\n    return sse(h, y) / h.shape[0]\n")
+    fails(lesson01.check_sse, student["sse"], "broadcasting trap")
+    verdict = passes(lesson01.check_mse, student["mse"])
+    assert any("`mse` passed with the course's `sse`" in note for note in verdict.notes), verdict.notes
+    assert student["sse"].__name__ == "sse" and student["mse"].__globals__["sse"] is student["sse"]  # put back
+
+
+def test_mse_that_calls_an_unwritten_sse_still_passes_with_a_note():
+    student = namespace("def sse(h, y):\n    raise NotImplementedError\n\n"
+                        "def mse(h, y):\n    return sse(h, y) / len(y)\n")
+    verdict = passes(lesson01.check_mse, student["mse"])
+    assert verdict.notes
 
 
 # ---------------------------------------------------------------- dSSE/dw
@@ -110,15 +208,130 @@ def _dsse_dw(factor=2.0, sign=1.0, times_x=True, trap=False):
     return wrong
 
 
-@pytest.mark.parametrize("wrong, diagnosis", [
-    (_dsse_dw(factor=1.0), "missing factor 2"),
-    (_dsse_dw(sign=-1.0), "wrong sign"),
-    (_dsse_dw(times_x=False), "dSSE/dw is wrong"),
-    (_dsse_dw(trap=True), "broadcasting trap"),
-    (lambda X, y, w: _dsse_dw()(X, y, w) / X.shape[0], r"extra division by N"),
-    (lambda X, y, w: torch.tensor(27.4926), "dSSE/dw is wrong"),
+@pytest.mark.parametrize("wrong, kind, diagnosis", [
+    (_dsse_dw(factor=1.0), "factor", "missing factor 2"),
+    (_dsse_dw(sign=-1.0), "sign", "wrong sign"),
+    (_dsse_dw(times_x=False), "values", "dSSE/dw is wrong"),
+    (_dsse_dw(trap=True), "broadcasting trap", "broadcasting trap"),
+    (lambda X, y, w: _dsse_dw()(X, y, w) / X.shape[0], "factor", "extra division by N"),
+    (lambda X, y, w: torch.tensor(27.4926), "values", "dSSE/dw is wrong"),
 ])
-def test_wrong_derivatives_fail_with_their_diagnosis(wrong, diagnosis):
-    with pytest.raises(AssertionError, match=diagnosis):
-        lesson01.check_dsse_dw(wrong)
+def test_wrong_derivatives_fail_with_their_diagnosis(wrong, kind, diagnosis):
+    fails(lesson01.check_dsse_dw, wrong, kind, diagnosis)
 
+
+def test_a_derivative_of_shape_1_by_1_is_told_its_shape_not_a_trap():
+    def keepdim(X, y, w):
+        h = torch.sigmoid(X * w)
+        return (2 * (h - y.reshape(-1, 1)) * h * (1 - h) * X).sum(dim=0, keepdim=True)
+
+    def matrix_form(X, y, w):  # Xᵀ·(error term): a (1, 1) matrix
+        h = torch.sigmoid(X * w)
+        return X.T @ (2 * (h - y.reshape(-1, 1)) * h * (1 - h))
+
+    for fn in (keepdim, matrix_form):
+        message = fails(lesson01.check_dsse_dw, fn, "shape", "dSSE/dw has the right value but shape (1, 1)",
+                        "0-dim tensor", ".reshape(())")
+        assert "(N, N)" not in message and "trap" not in message
+    message = fails(lesson01.check_dsse_dw, lambda X, y, w: _dsse_dw(factor=1.0)(X, y, w).reshape(1, 1), "factor",
+                    "missing factor 2", "its shape is (1, 1), not ()")
+    assert "(N, N)" not in message
+
+
+def _sse_of(X, y, w):
+    return ((torch.sigmoid(X * w) - y.reshape(-1, 1)) ** 2).sum()
+
+
+def _backward(X, y, w):
+    w = w.detach().clone().requires_grad_()
+    _sse_of(X, y, w).backward()
+    return w.grad
+
+
+def _autograd_grad(X, y, w):
+    w = w.detach().clone().requires_grad_(True)
+    return torch.autograd.grad(_sse_of(X, y, w), w)[0]
+
+
+SAVED_GRAD = torch.autograd.grad  # a reference saved before any guard was there
+
+
+def _saved_reference(X, y, w):
+    w = w.detach().clone()
+    w.requires_grad = True
+    return SAVED_GRAD(_sse_of(X, y, w), w)[0]
+
+
+def _factory(X, y, w):
+    w = torch.tensor(float(w), dtype=X.dtype, device=X.device, requires_grad=True)
+    _sse_of(X, y, w).backward()
+    return w.grad
+
+
+def _parameter(X, y, w):
+    p = torch.nn.Parameter(w.detach().clone())
+    return SAVED_GRAD(_sse_of(X, y, p), p)[0]
+
+
+def _func_grad(X, y, w):
+    return torch.func.grad(lambda w_: _sse_of(X, y, w_))(w)
+
+
+def _hidden_in_try(X, y, w):
+    try:
+        with torch.enable_grad():
+            return _backward(X, y, w)
+    except BaseException:  # noqa: B036 -- a student who catches everything still fails
+        return _dsse_dw()(X, y, w)
+
+
+@pytest.mark.parametrize("fn", [_backward, _autograd_grad, _saved_reference, _factory, _parameter, _func_grad,
+                                _hidden_in_try])
+def test_autograd_fails_the_hand_derivative(fn):
+    fails(lesson01.check_dsse_dw, fn, "autograd", "`dsse_dw` used autograd", "derived by hand")
+
+
+def test_unusual_right_derivatives_pass():
+    def with_helpers_and_where(X, y, w):
+        h = torch.where(X * w >= 0, 1 / (1 + torch.exp(-X * w)), torch.exp(X * w) / (1 + torch.exp(X * w)))
+        return torch.sum(2 * (h - y[:, None]) * h * (1 - h) * X)
+
+    def own_copy_in_place(X, y, w):
+        h = torch.sigmoid(X * w)
+        e = h.clone()
+        e.sub_(y.reshape(-1, 1)).mul_(2).mul_(h).mul_(1 - h).mul_(X)
+        return e.sum()
+
+    def device_agnostic(X, y, w):
+        two = torch.full_like(X, 2.0)
+        h = 1 / (torch.ones_like(X) + torch.exp(-X * w))
+        return (two * (h - y.reshape(-1, 1)) * h * (1 - h) * X).sum()
+
+    def matrix_form(X, y, w):
+        h = torch.sigmoid(X * w)
+        return (X.T @ (2 * (h - y.reshape(-1, 1)) * h * (1 - h))).reshape(())
+
+    def float64_inside(X, y, w):
+        return _dsse_dw()(X.double(), y.double(), w.double()).to(X.dtype)
+
+    for fn in (with_helpers_and_where, own_copy_in_place, device_agnostic, matrix_form, float64_inside):
+        passes(lesson01.check_dsse_dw, fn)
+
+
+def test_dsse_dw_is_graded_with_the_course_sigmoid_and_linear():
+    student = namespace(
+        "def linear(X, w, b=0.0):\n    return X * w + b\n\n"
+        "def sigmoid(z):\n    return 1 / (1 + torch.exp(z))\n\n"  # wrong sign: costs the sigmoid cell only
+        "def dsse_dw(X, y, w):\n    h = sigmoid(linear(X, w))\n"
+        "    return (2 * (h - y.reshape(-1, 1)) * h * (1 - h) * X).sum()\n")
+    fails(lesson01.check_sigmoid, student["sigmoid"], "values")
+    verdict = passes(lesson01.check_dsse_dw, student["dsse_dw"])
+    assert any("`sigmoid` and `linear` in its place" in note for note in verdict.notes), verdict.notes
+    assert student["sigmoid"](torch.tensor(0.0)) == 0.5 and student["dsse_dw"].__globals__["sigmoid"] is student["sigmoid"]
+
+
+def test_a_derivative_that_changes_its_input_fails():
+    def in_place(X, y, w):
+        y.unsqueeze_(1)
+        return _dsse_dw()(X, y.reshape(-1), w)
+    fails(lesson01.check_dsse_dw, in_place, "changed input", "changed its input `y` in place")

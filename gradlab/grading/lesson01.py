@@ -1,11 +1,16 @@
 """Hidden checks of lesson 1 (one neuron: the linear layer, the sigmoid, SSE and MSE, dSSE/dw by hand).
 
 Inputs follow the lesson's shapes: X of shape (N, 1), labels y of shape (N,), predictions h of shape (N, 1),
-scalar parameters w and b. Expected values come from torch (autograd for the derivative) on the same inputs.
+scalar parameters w and b. Every expected value comes from torch's own functions (``F.linear``,
+``torch.sigmoid``, ``F.mse_loss``) and from autograd, computed before the student's function is called;
+none of the formulas the exercises ask for is written out here.
+
+``check_scalar`` (a 0-dim answer) is shared with lesson 2.
 """
 import torch
+import torch.nn.functional as F
 
-from gradlab.check import autograd_grads
+from gradlab.check import autograd_grads, compare
 from gradlab.grading import common
 
 
@@ -14,37 +19,115 @@ def _column(gen, n, dtype, device):
     return common.randn(gen, n, 1, dtype=dtype, device=device).abs() + 0.1
 
 
-def _trap_hint(name, got, trapped, expected, case):
-    """Name the broadcasting trap when ``got`` is what (N, 1) − (N,) → (N, N) gives instead of ``expected``."""
-    if not isinstance(got, torch.Tensor) or got.numel() != 1 or torch.allclose(trapped, expected, rtol=1e-3):
+# --------------------------------------------------------------------------- the grader's own helpers
+# A composite exercise (mse calls sse; dsse_dw may call sigmoid and linear) is run with these in place of the
+# student's helpers, so a slip in a helper costs the helper's cell only (common.reference_helpers).
+def reference_linear(X, w, b=0.0):
+    """What ``linear`` returns for X of shape (N, 1) and numbers or 0-dim tensors w, b: F.linear of a 1×1 matrix."""
+    W = torch.as_tensor(w, dtype=X.dtype, device=X.device).reshape(1, 1)
+    return F.linear(X, W, torch.as_tensor(b, dtype=X.dtype, device=X.device).reshape(1))
+
+
+def reference_sigmoid(z):
+    return torch.sigmoid(z)
+
+
+def reference_sse(h, y):
+    """Σ (h_i − y_i)² over the N observations, whichever of (N,) and (N, 1) each comes in."""
+    return F.mse_loss(h.reshape(-1), y.reshape(-1).to(h.dtype), reduction="sum")
+
+
+def _reference_sse_trapped(h, y):
+    """What (N, 1) minus (N,) gives when summed: every prediction against every label."""
+    n = h.shape[0]
+    return F.mse_loss(h.reshape(n, 1).expand(n, n), y.reshape(1, n).expand(n, n), reduction="sum")
+
+
+# --------------------------------------------------------------------------- shared with lesson 2
+def check_scalar(name, got, expected, case):
+    """common.check_tensor for an answer that should be 0-dim.
+
+    A one-element tensor of another shape ((1,), (1, 1)) is told exactly that, not the generic shape message
+    (which speaks of an (N, N) broadcasting trap that a single number cannot have fallen into).
+    """
+    if isinstance(got, torch.Tensor) and expected.dim() == 0 and got.dim() > 0 and got.numel() == 1:
+        shape = tuple(got.shape)
+        how = (f"`.sum()` or `.mean()` with no dim returns a 0-dim tensor; with dim=... or keepdim=True, or after "
+               f"a matrix product, a size-1 dimension stays. End with .reshape(()) (or .squeeze()).")
+        if compare(name, got.detach().reshape(()), expected).ok:
+            common.fail(f"{name} has the right value but shape {shape}; it should be a 0-dim tensor, shape () "
+                        f"({case}). {how}", kind="shape", gradient=name)
+        common.check_tensor(name, got.detach().reshape(()), expected,
+                            f"{case}; besides, its shape is {shape}, not (): {how}")
         return
-    if torch.allclose(got.detach().reshape(()).to(trapped), trapped, rtol=1e-4):
-        raise AssertionError(
-            f"{name} is wrong ({case}): it equals what the broadcasting trap gives. h has shape (N, 1) and y has "
-            f"shape (N,), so h − y broadcasts to an (N, N) matrix of every prediction minus every label. "
-            f"Subtract y.reshape(-1, 1) (shape (N, 1)) instead."
+    common.check_tensor(name, got, expected, case)
+
+
+def _trap_hint(name, got, trapped, expected, case):
+    """Name the broadcasting trap when ``got`` is what (N, 1) − (N,) → (N, N) gives instead of ``expected``
+    (``trapped``: that value, or a tuple of the values the trap can give)."""
+    if not isinstance(got, torch.Tensor) or got.numel() != 1 or not got.is_floating_point():
+        return
+    for value in trapped if isinstance(trapped, tuple) else (trapped,):
+        if torch.allclose(value, expected, rtol=1e-3):  # N = 1: the trap changes nothing
+            continue
+        if torch.allclose(got.detach().reshape(()).to(value), value, rtol=1e-4):
+            common.fail(
+                f"{name} is wrong ({case}): it equals what the broadcasting trap gives. h has shape (N, 1) and y has "
+                f"shape (N,), so h − y broadcasts to an (N, N) matrix of every prediction minus every label. "
+                f"Subtract y.reshape(-1, 1) (shape (N, 1)) instead.",
+                kind="broadcasting trap", gradient=name,
+            )
+
+
+def helpers_note(fn, name, args, expected, helpers, case):
+    """After a composite passed with the grader's helpers: call it once with the student's own helpers and,
+    if the answer then differs, say so (a note, never a failure: that mistake is graded in the helper's cell)."""
+    try:
+        got = common.call_student(fn, name, *args, case=case)
+        right = compare(name, got, expected).ok and isinstance(got, torch.Tensor) and got.shape == expected.shape
+    except AssertionError:
+        right = False
+    if not right:
+        common.note(
+            f"`{name}` passed with the course's {' and '.join(f'`{h}`' for h in helpers)} in its place. With "
+            f"your own it does not give the right answer ({case}): fix {'them' if len(helpers) > 1 else 'it'} "
+            f"in {'their' if len(helpers) > 1 else 'its'} own exercise (its check says what is wrong)."
         )
 
 
+# --------------------------------------------------------------------------- the checks
 @common.graded
 def check_linear(linear):
-    """linear(X, w, b=0.0) -> X·w + b, shape (N, 1)."""
+    """linear(X, w, b=0.0) -> X·w + b, shape (N, 1); w and b numbers or 0-dim tensors, b left out meaning 0."""
     for label, gen, n, dtype, device in common.cases(101):
         X = _column(gen, n, dtype, device)
         w, b = common.scalar(gen, dtype, device, scale=2.0), common.scalar(gen, dtype, device)
-        common.check_tensor("z = X·w + b", common.call_student(linear, "linear", X, w, b, case=label), X * w + b, label)
-        without_bias = common.call_student(linear, "linear", X, w, case=label + ", b left out")
-        common.check_tensor("z = X·w (b left out, so 0)", without_bias, X * w, label + ", b left out")
+        expected = reference_linear(X, w, b)
+        common.check_tensor("z = X·w + b", common.call_student(linear, "linear", X, w, b, case=label), expected, label)
+        case = label + ", b left out"
+        expected = reference_linear(X, w)
+        common.check_tensor("z = X·w (b left out, so 0)", common.call_student(linear, "linear", X, w, case=case),
+                            expected, case)
+        case = label + ", w and b as Python numbers"
+        w_, b_ = round(float(w), 3), round(float(b), 3)
+        expected = reference_linear(X, w_, b_)
+        common.check_tensor("z = X·w + b", common.call_student(linear, "linear", X, w_, b_, case=case), expected, case)
 
 
 @common.graded
 def check_sigmoid(sigmoid):
     """sigmoid(z) -> 1 / (1 + e^(−z)) elementwise, any shape, against torch.sigmoid."""
     for label, gen, n, dtype, device in common.cases(102):
-        for shape in ((n,), (n, 1)):
-            z = common.randn(gen, *shape, dtype=dtype, device=device, scale=4.0)
-            got = common.call_student(sigmoid, "sigmoid", z, case=f"{label}, shape {shape}")
-            common.check_tensor("σ(z)", got, torch.sigmoid(z), f"{label}, shape {shape}")
+        for shape in ((n,), (n, 1), (), (2, n, 3)):
+            z = common.randn(gen, *(shape or (1,)), dtype=dtype, device=device, scale=4.0).reshape(shape)
+            case = f"{label}, shape {shape}"
+            expected = torch.sigmoid(z)
+            common.check_tensor("σ(z)", common.call_student(sigmoid, "sigmoid", z, case=case), expected, case)
+        z = torch.tensor([-30.0, -5.0, -1.0, 0.0, 1.0, 5.0, 30.0], dtype=dtype, device=device)
+        case = f"{label}, z = −30, −5, −1, 0, 1, 5, 30"
+        expected = torch.sigmoid(z)
+        common.check_tensor("σ(z)", common.call_student(sigmoid, "sigmoid", z, case=case), expected, case)
 
 
 def _predictions_and_labels(gen, n, dtype, device):
@@ -57,32 +140,49 @@ def check_sse(sse):
     """sse(h, y) -> Σ_i (h_i − y_i)², a 0-dim tensor, with h of shape (N, 1) and y of shape (N,)."""
     for label, gen, n, dtype, device in common.cases(103):
         h, y = _predictions_and_labels(gen, n, dtype, device)
-        expected = ((h - y.reshape(-1, 1)) ** 2).sum()
+        expected, trapped = reference_sse(h, y), _reference_sse_trapped(h, y)
         got = common.call_student(sse, "sse", h, y, case=label)
-        _trap_hint("SSE", got, ((h - y) ** 2).sum(), expected, label)
-        common.check_tensor("SSE", got, expected, label)
+        _trap_hint("SSE", got, trapped, expected, label)
+        check_scalar("SSE", got, expected, label)
 
 
 @common.graded
 def check_mse(mse):
-    """mse(h, y) -> (1/N) Σ_i (h_i − y_i)², a 0-dim tensor, with h of shape (N, 1) and y of shape (N,)."""
+    """mse(h, y) -> (1/N) Σ_i (h_i − y_i)², a 0-dim tensor, with h of shape (N, 1) and y of shape (N,).
+
+    Run with the grader's ``sse`` in place of the student's (a slip in sse costs sse's cell only)."""
+    helpers = {"sse": reference_sse}
+    first = None
     for label, gen, n, dtype, device in common.cases(104):
         h, y = _predictions_and_labels(gen, n, dtype, device)
-        expected = ((h - y.reshape(-1, 1)) ** 2).mean()
-        got = common.call_student(mse, "mse", h, y, case=label)
-        _trap_hint("MSE", got, ((h - y) ** 2).mean(), expected, label)
-        common.check_tensor("MSE", got, expected, label)
+        expected, trap_sum = reference_sse(h, y) / n, _reference_sse_trapped(h, y)
+        trapped = (trap_sum / (n * n), trap_sum / n)  # the mean over N·N pairs, or the trapped sum over N
+        with common.reference_helpers(mse, helpers):
+            got = common.call_student(mse, "mse", h, y, case=label)
+        _trap_hint("MSE", got, trapped, expected, label)
+        check_scalar("MSE", got, expected, label)
+        if first is None and n > 1:
+            first = ((h, y), expected, label)
+    helpers_note(mse, "mse", *first[:2], helpers, first[2])
 
 
 @common.graded
 def check_dsse_dw(dsse_dw):
-    """dsse_dw(X, y, w) -> dSSE/dw for SSE(w) = Σ_i (σ(x_i·w) − y_i)², a 0-dim tensor, against autograd."""
+    """dsse_dw(X, y, w) -> dSSE/dw for SSE(w) = Σ_i (σ(x_i·w) − y_i)², a 0-dim tensor, against autograd.
+
+    Run with the grader's ``sigmoid`` and ``linear`` in place of the student's, in case dsse_dw calls them."""
+    helpers = {"sigmoid": reference_sigmoid, "linear": reference_linear}
+    first = None
     for label, gen, n, dtype, device in common.cases(105):
         X = _column(gen, n, dtype, device)
         y = common.labels(gen, n, dtype, device)
         w = common.scalar(gen, dtype, device)
-        (expected,) = autograd_grads(lambda w_: ((torch.sigmoid(X * w_) - y.reshape(-1, 1)) ** 2).sum(), w)
-        got = common.call_student(dsse_dw, "dsse_dw", X, y, w, case=label)
-        (trapped,) = autograd_grads(lambda w_: ((torch.sigmoid(X * w_) - y) ** 2).sum(), w)
+        (expected,) = autograd_grads(lambda w_: reference_sse(torch.sigmoid(reference_linear(X, w_)), y), w)
+        (trapped,) = autograd_grads(lambda w_: _reference_sse_trapped(torch.sigmoid(reference_linear(X, w_)), y), w)
+        with common.reference_helpers(dsse_dw, helpers):
+            got = common.call_student(dsse_dw, "dsse_dw", X, y, w, case=label)
         _trap_hint("dSSE/dw", got, trapped, expected, label)
-        common.check_tensor("dSSE/dw", got, expected, label)
+        check_scalar("dSSE/dw", got, expected, label)
+        if first is None and n > 1:
+            first = ((X, y, w), expected, label)
+    helpers_note(dsse_dw, "dsse_dw", *first[:2], helpers, first[2])
