@@ -25,9 +25,11 @@ SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 RESULTS = ROOT / "benchmarks" / "results.json"
 
 FULL = {"lessons": None, "notebook_repeats": 1, "epochs": 10, "train_images": None, "loader_repeats": 3,
-        "autograde_lesson": "03-backprop-by-hand", "students": 3, "frame_steps": None, "frame_repeats": 2}
+        "autograde_lesson": "03-backprop-by-hand", "students": 3, "frame_steps": None, "frame_repeats": 2,
+        "diagnosis_cases": None}
 QUICK = {"lessons": ["01"], "notebook_repeats": 1, "epochs": 1, "train_images": 2000, "loader_repeats": 1,
-         "autograde_lesson": "01-one-neuron", "students": 1, "frame_steps": 5, "frame_repeats": 1}
+         "autograde_lesson": "01-one-neuron", "students": 1, "frame_steps": 5, "frame_repeats": 1,
+         "diagnosis_cases": 4}
 
 
 def parse(argv):
@@ -43,13 +45,14 @@ def parse(argv):
     parser.add_argument("--students", type=int, help="submissions autograded in one command (default 3)")
     parser.add_argument("--frame-steps", type=int, help="animate only the first N steps of each explorer")
     parser.add_argument("--frame-repeats", type=int, help="times each explorer's animation is played (default 2)")
+    parser.add_argument("--diagnosis-cases", type=int, help="only the first N mistakes of the diagnosis corpus")
     args = parser.parse_args(argv)
     settings = dict(QUICK if args.quick else FULL)
     for key in settings:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     for key in ("notebook_repeats", "epochs", "train_images", "loader_repeats", "students", "frame_steps",
-                "frame_repeats"):
+                "frame_repeats", "diagnosis_cases"):
         if settings[key] is not None and settings[key] < 1:
             parser.error(f"--{key.replace('_', '-')} must be at least 1, got {settings[key]}")
     return args, settings
@@ -95,7 +98,7 @@ def main(argv=None):
     # As the tests do: the offline MNIST copy beside the repository when there is one, never a download.
     if not os.environ.get("MNIST_DIR") and SHARED_MNIST.is_dir():
         os.environ["MNIST_DIR"] = str(SHARED_MNIST)
-    from benchmarks import autograde, mnist, notebooks, report
+    from benchmarks import autograde, diagnosis, mnist, notebooks, report
 
     load_before = os.getloadavg()[0]
     print("notebooks", flush=True)
@@ -106,6 +109,8 @@ def main(argv=None):
     graded = autograde.run(s["autograde_lesson"], s["students"])
     print("widgets", flush=True)
     frames = widget_frames(s["frame_steps"], s["frame_repeats"])
+    print("diagnosis", flush=True)
+    diagnosed = diagnosis.run(s["diagnosis_cases"])
     results = {
         "mode": "quick" if args.quick else "full",
         "machine": machine(mnist_result["device"]),
@@ -119,6 +124,7 @@ def main(argv=None):
         "mnist": mnist_result,
         "autograde": graded,
         "widgets": frames,
+        "diagnosis": diagnosed,
     }
     results["machine"]["load_before"] = load_before
     results["machine"]["load_after"] = os.getloadavg()[0]
@@ -127,6 +133,8 @@ def main(argv=None):
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(report.table(results))
+    print()
+    print(diagnosis.table(diagnosed))
     print(f"\nwritten to {args.out}")
 
 

@@ -24,8 +24,9 @@ from .cases import CORPUS
 from .exercises import all_specs
 
 OUTCOMES = ("named", "vague", "misleading", "missed")
-# Kinds that say nothing specific about the formula.
-GENERIC = {None, "values", "close", "exception", "placement"}
+# Kinds that say nothing specific about the formula by themselves; "known slip" and "recognised slip" are the
+# lessons' own labels for a sentence from their list of slips: the sentence says which.
+GENERIC = {None, "values", "close", "exception", "placement", "known slip", "recognised slip"}
 # Words of compare's or a hidden check's message that point at a specific mistake, for a message without a kind
 # label, or with a generic one. Each maps to the kinds it names (a family where one hint covers several).
 PHRASES = [
@@ -35,6 +36,10 @@ PHRASES = [
     (r"one per row is wrong.*one-hot", {"onehot_missing", "onehot_added", "last_term"}),
     (r"local derivative alone", {"no_upstream"}),
     (r"multiplies dout by σ\(x\)", {"sigmoid_part"}),
+    (r"applies σ to the cache again", {"wrong_point"}),
+    (r"multiplies dout by ReLU\(x\)", {"relu_slope"}),
+    (r"where x is exactly 0|not (where )?x >= 0", {"mask_at_zero"}),
+    (r"uses the prediction f where the error", {"error_term"}),
     (r"uses the prediction f\(X\)", {"error_term"}),
     (r"x1 and x2 swapped", {"wrong_factor"}),
     (r"forgets to multiply the error by the input", {"dropped"}),
@@ -53,14 +58,15 @@ def classify(teacher_kind, kind, text, passed=False):
         return "named"
     if kind not in GENERIC:
         return "misleading"
-    head = (text or "").split("\n")[0]  # the diagnosis; the lines under it show values and shapes
-    named = set()
-    for pattern, kinds in PHRASES:
-        if re.search(pattern, head):
-            named |= kinds
-    if not named:
+    # The diagnosis: the message without the lines that show values and shapes (a hint may follow them).
+    head = "\n".join(line for line in (text or "").splitlines()
+                     if not re.match(r"\s+(expected:|got:|largest difference)", line))
+    families = [kinds for pattern, kinds in PHRASES if re.search(pattern, head)]
+    if not families:
         return "vague"
-    return "named" if teacher_kind in named else "misleading"
+    if any(teacher_kind not in kinds for kinds in families):
+        return "misleading"  # a hint that points elsewhere misleads, even beside a right one
+    return "named"
 
 
 def _first_failure(spec, student):

@@ -55,6 +55,9 @@ def test_right_answers_raise_no_alarm():
     ("dropped", "factor", "every value is 4 × the expected one", "misleading"),
     ("wrong_point", "values", "the values are different.\n  expected: shape (1, 6) float32", "vague"),
     ("shape", None, "db could not be checked: shape () but expected (4,).", "named"),
+    ("mask_at_zero", "values", "dx is wrong: is a mask such as (z > 0) missing?\n  expected: shape (1,)\n  It is wrong "
+                               "only where x is exactly 0.", "misleading"),
+    ("mask_at_zero", "known slip", "it is right except where x is exactly 0.", "named"),
 ])
 def test_classifier(teacher, kind, text, outcome):
     assert runner.classify(teacher, kind, text) == outcome
