@@ -28,13 +28,21 @@ def _corpus():
         sys.path.insert(0, str(ROOT / "tests"))
     from mistakes import cases, runner
 
-    return cases.CORPUS, runner
+    return cases, runner
 
 
-def run(limit=None):
-    """The counts per diagnosis, each case's outcomes, and the targets; JSON-ready."""
-    corpus, runner = _corpus()
-    corpus = corpus[:limit] if limit else corpus
+def run(limit=None, held_out=True):
+    """The counts per diagnosis, each case's outcomes, and the targets; JSON-ready. ``held_out``: also the mistakes
+    collected after the mechanism was written (tests/mistakes/cases.py, HELD_OUT), under "held_out"."""
+    cases, runner = _corpus()
+    out = _measure(runner, cases.CORPUS[:limit] if limit else cases.CORPUS)
+    if held_out and not limit:
+        out["held_out"] = _measure(runner, cases.HELD_OUT)
+        del out["held_out"]["targets"]
+    return out
+
+
+def _measure(runner, corpus):
     started = time.perf_counter()
     results = runner.run(DIAGNOSES, corpus=corpus)
     seconds = time.perf_counter() - started
@@ -71,6 +79,12 @@ def table(results):
              for t in results["targets"]]
     unnamed = [c for c in results["cases"] if c.get("mechanism") != "named"]
     rows += [f"  not named by the mechanism: {c['id']} ({c['kind']}): {c.get('mechanism')}" for c in unnamed]
+    held = results.get("held_out")
+    if held:
+        rows.append(f"  held out ({held['corpus']} mistakes collected after the mechanism was written):")
+        for name in DIAGNOSES:
+            r = held[name]
+            rows.append(f"  {name:<12}{r['named']:>8}{r['vague']:>8}{r['misleading']:>9}{r['missed']:>8}")
     return "\n".join(rows)
 
 

@@ -27,8 +27,11 @@ import torch
 # A ratio that is this close (relatively) to an integer k or to 1/k is named "k" or "1/k".
 NICE_RATIO = 1e-3
 # For a lone value the ratio proves nothing by its shape, so it must be that close to k or 1/k: a real factor
-# (a missing 1/N, a 2) is exact to rounding, while 188.1 is not "188" (a window of ±0.19 would catch it).
+# (a missing 1/N, a 2) is exact to rounding, while 188.1 is not "188" (a window of ±0.19 would catch it). The window
+# is also capped in absolute terms, SINGLE_NICE_ABS, because any large number is within k·1e-5 of an integer by
+# chance (37911.2 is not "N = 37911"); a random ratio lands in a window of ±0.001 one time in 500.
 SINGLE_NICE_RATIO = 1e-5
+SINGLE_NICE_ABS = 1e-3
 # Outside tolerance but within this (relative to the scale), or 100 × the tolerance, is "close".
 CLOSE = 1e-3
 SIGN = "every value has the wrong sign. Check the sign of each term (for example y − ŷ versus ŷ − y)."
@@ -178,7 +181,8 @@ def _factor(got, expected, scale, fits, negligible):
     if r == 0 or not math.isfinite(r) or not fits(got / r):
         return None
     informative = int((expected.abs() > negligible).sum())
-    name, hint = _name_ratio(abs(r), NICE_RATIO if informative >= 2 else SINGLE_NICE_RATIO)
+    name, hint = _name_ratio(abs(r), NICE_RATIO) if informative >= 2 else _name_ratio(abs(r), SINGLE_NICE_RATIO,
+                                                                                     SINGLE_NICE_ABS)
     if name == "1":  # r is within rounding of ±1: a sign mistake, or merely close
         return ("sign", SIGN) if r < 0 else None
     if informative < 2 and name is None:
@@ -192,15 +196,15 @@ def _factor(got, expected, scale, fits, negligible):
     return "factor", f"{sentence}: {hint or 'a constant factor is off (a scale, a learning rate, a wrong constant?)'}"
 
 
-def _name_ratio(a, tolerance=NICE_RATIO):
+def _name_ratio(a, tolerance=NICE_RATIO, cap=math.inf):
     """``(name, hint)`` for a positive ratio a: ('2', ...), ('1/64', ...), or (None, None)."""
     k = round(a)
-    if k >= 2 and abs(a - k) <= tolerance * k:
+    if k >= 2 and abs(a - k) <= min(tolerance * k, cap):
         if k == 2:
             return "2", "an extra factor 2 (is there a ½ in the loss, or a term counted twice?)."
         return str(k), f"did you forget to divide by N (N = {k} here)?"
     m = round(1 / a)
-    if m >= 2 and abs(1 / a - m) <= tolerance * m:
+    if m >= 2 and abs(1 / a - m) <= min(tolerance * m, cap):
         if m == 2:
             return "½", "a missing factor 2 (the derivative of x² is 2x)?"
         return f"1/{m}", f"an extra division by N (N = {m} here), or a mean where a sum was wanted?"

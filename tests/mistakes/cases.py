@@ -358,3 +358,62 @@ CORPUS = [
     Mistake("scratch-mlp-5", "https://github.com/omar-florez/scratch_mlp/issues/5", "penalty_value",
             "EXT.l2_linear", {"linear_backward_l2": l2_adds_squared_sum}, "penalty value added"),
 ]
+
+
+# --------------------------------------------------------------------------- held out
+# Collected after the mechanism was written and measured on CORPUS (commit dc2a3ff), and not used to change it:
+# a check of how it does on mistakes it was not shaped around. Reported separately.
+def l7_backward_factors(dlogits, caches):
+    # bighuang624/Andrew-Ng-Deep-Learning-notes#10: dW2 = 1/m·dZ2·A1ᵀ·2 and db1 = 4/m·Σ dZ1 (two stray constants).
+    grads = ex.l7_backward(dlogits, caches)
+    grads["W2"] = grads["W2"] * 2
+    grads["b1"] = grads["b1"] * 4
+    return grads
+
+
+def l3_dsigma_difference(z):
+    # sausheong/gonn#8: σ'(x) written as σ(x) − (1 − σ(x)), a difference where the product belongs.
+    return σ(z) - (1 - σ(z))
+
+
+def l3_backward_derivative_of_input(cache):
+    # apache/incubator-retired-horn#8: applyDerivative(x) = x·(1 − x) with x the weighted sum.
+    x, y, z, s = cache
+    dJ_dz = z * (1 - z) * 2 * (s - y) / len(x)
+    return (x * dJ_dz).sum(), dJ_dz.sum()
+
+
+def l6_divided_by_numel(logits, labels):
+    # victorlempitsky/Mate#2: the softmax loss's derivative divided by numel (N·C), not by the batch size N.
+    n, c, p, y = _ce_parts(logits, labels)
+    return (p - y) / (n * c)
+
+
+def l6_global_max_shift(logits, labels):
+    # manassharma07/crysx_nn#7: the softmax's max taken over the whole array, not per row: the same numbers until a
+    # row far below the global max underflows to 0/0.
+    n, c = logits.shape
+    e = (logits - logits.max()).exp()
+    return (e / e.sum(dim=1, keepdim=True) - F.one_hot(labels, c).to(logits.dtype)) / n
+
+
+def l2_not_reduced(x, y, w, b):
+    # community.deeplearning.ai (119220): dw with an elementwise product where a sum over the examples belongs.
+    h = σ(w * x + b)
+    return 2 * (h - y) * h * (1 - h) * x / len(x)
+
+
+HELD_OUT = [
+    Mistake("dl-notes-10", "https://github.com/bighuang624/Andrew-Ng-Deep-Learning-notes/issues/10", "factor",
+            "L7.backward", {"backward": l7_backward_factors}, "dW2·2, db1·4"),
+    Mistake("gonn-8", "https://github.com/sausheong/gonn/issues/8", "sigmoid_part",
+            "L3.dsigma_dz", {"dsigma_dz": l3_dsigma_difference}, "σ − (1 − σ)"),
+    Mistake("horn-8", "https://github.com/apache/incubator-retired-horn/pull/8", "wrong_point",
+            "L3.backward", {"backward": l3_backward_derivative_of_input}, "z(1 − z)"),
+    Mistake("mate-2", "https://github.com/victorlempitsky/Mate/issues/2", "factor",
+            "L6.softmax_cross_entropy_grad", {"softmax_cross_entropy_grad": l6_divided_by_numel}, "/ (N·C)"),
+    Mistake("crysx-7", "https://github.com/manassharma07/crysx_nn/issues/7", "nan",
+            "L6.softmax_cross_entropy_grad", {"softmax_cross_entropy_grad": l6_global_max_shift}, "global max"),
+    Mistake("dlai-119220", "https://community.deeplearning.ai/t/course-1-week-2-exercise-5-propagate/119220", "shape",
+            "L2.dJ_dw", {"dJ_dw": l2_not_reduced}, "no sum over the examples"),
+]

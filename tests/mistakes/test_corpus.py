@@ -4,7 +4,7 @@ import re
 import pytest
 
 from mistakes import runner
-from mistakes.cases import CORPUS
+from mistakes.cases import CORPUS, HELD_OUT
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,13 @@ def test_the_hidden_checks_are_measured_through_the_same_classifier(results):
     hidden = results["hidden"]
     assert hidden["total"] == sum(1 for m in CORPUS if runner.all_specs()[m.spec].hidden is not None)
     assert set(hidden["counts"]) == set(runner.OUTCOMES)
+
+
+def test_held_out_mistakes_are_never_misnamed():
+    """Mistakes collected after the mechanism was written: whatever it does not name, it must not misname."""
+    held = runner.run(("mechanism",), corpus=HELD_OUT)["mechanism"]
+    assert held["counts"]["misleading"] == 0 and held["counts"]["missed"] == 0, held["cases"]
+    assert held["counts"]["named"] >= len(HELD_OUT) - 1
 
 
 def test_right_answers_raise_no_alarm():
