@@ -197,8 +197,9 @@ def _with_computation(result, name, got, computation, inputs):
 
     if result.status == "error" or result.kind not in ("values", "close"):
         return result
-    found = computation.diagnose([computation.compare_case("", inputs, {n: got for n in computation.names}
-                                                            if len(computation.names) == 1 else got)])
+    if len(computation.names) > 1 and name in computation.names:
+        computation = computation.only(name)
+    found = computation.diagnose([computation.compare_case("", inputs, got)])
     if found.named:
         result.kind, result.diagnosis = found.kind, found.sentence
     else:

@@ -16,22 +16,25 @@ by node, replaces one operation's local product by one of its wrong versions, an
 the gradient being graded. A variant that matches the student's answer element by element, on every case
 tried and on enough elements where it differs from the right answer, is the diagnosis; nothing else is named.
 
-    result = SIGMOID_LAYER.diagnose(answers)          # answers: [(label, inputs, got), ...]
-    SIGMOID_LAYER.check(answer, cases)                # run, compare, diagnose, raise GradientError
-    locate(graph, inputs, grads=...)                  # the first wrong node of a whole backward pass
+    SIGMOID_LAYER.check(answer, cases)       # answer(x=..., dout=...) -> the student's dx; cases: (label, inputs)
+                                             # pairs; compares every case with autograd, raises GradientError
+                                             # (or the check's own ``fail``) with a diagnosis and a kind label
+    SIGMOID_LAYER.diagnose(results, answer)  # the Diagnosis alone, from CaseResults (``compare_case``)
+    informative_case(results)                # the failing case a first message should come from
+    locate(graph, inputs, grads=... or helpers=...)   # the first wrong gradient of a whole backward pass
+    locate(...).draw()                       # that backward pass drawn, the wrong node marked (gradlab.graph)
 
 No hand formula of an exercise is written here as a reference: right answers always come from autograd
 (``Graph.reference``) and the node-by-node pass is tested against it. The wrong versions are built from
 autograd's own local derivatives and torch's functions (torch.sigmoid, torch.softmax, F.one_hot, ...).
 """
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from . import diagnose
-from .check import TOLERANCES, Comparison, GradientError, compare
+from .check import TOLERANCES, GradientError, compare
 from .reference import autograd_grads
 
 __all__ = [
@@ -126,9 +129,6 @@ class Op:
     def variants(self, values, g, local, names):
         """Wrong local gradients: yields Variant objects. ``local`` is the right {input: vjp}."""
         return ()
-
-    def describe(self, names):
-        return f"{names.show(self.out)} = {self.symbol}({', '.join(names.show(i) for i in self.inputs)})"
 
 
 def n_differentiable(op, i):
@@ -501,9 +501,6 @@ class Graph:
     def has_mask(self):
         return any(op.has_mask for op in self.ops)
 
-    def producer(self, name):
-        return next((op for op in self.ops if op.out == name), None)
-
     def consumers(self, name):
         return [op for op in self.ops if name in op.inputs]
 
@@ -613,6 +610,12 @@ class Exercise:
         if len(self.names) != len(self.wrt):
             raise ValueError("one name per gradient")
 
+    def only(self, name):
+        """The same computation grading one of its gradients (for a check that compares them one at a time)."""
+        if name not in self.names:
+            raise KeyError(f"{name!r} is not one of {self.names}")
+        return Exercise(self.graph, self.wrt[self.names.index(name)], name=name, select=self.select)
+
     # ---------------------------------------------------------------- per case
     def expected(self, inputs):
         """The right answer(s) in the inputs' dtype and device, from autograd."""
@@ -694,9 +697,11 @@ class Exercise:
         usable = [r for r in results if all(isinstance(r.got.get(n), torch.Tensor) for n in self.names)]
         if not usable or all(r.ok for r in usable):
             return Diagnosis(None, "", False)
-        candidates = {}
+        candidates, keys = {}, {}
         for r in usable:
+            keys[id(r)] = set()
             for variant, op, at in self.variant_values(r.inputs):
+                keys[id(r)].add(variant.key)
                 entry = candidates.setdefault(variant.key, {"variant": variant, "op": op, "fits": True, "informative": 0,
                                                             "alphas": [], "cases": 0})
                 if not entry["fits"]:
@@ -711,7 +716,7 @@ class Exercise:
         wrong_cases = sum(not r.ok for r in usable)
         matching = [e for e in candidates.values()
                     if e["fits"] and e["cases"] >= wrong_cases and e["informative"] >= MIN_INFORMATIVE
-                    and all(r.ok or self._evaluated(e["variant"].key, r) for r in usable)]
+                    and all(r.ok or e["variant"].key in keys[id(r)] for r in usable)]
         kinds = {e["variant"].kind for e in matching}
         if len(kinds) == 1:
             best = matching[0]
@@ -728,13 +733,6 @@ class Exercise:
             if probed is not None:
                 return probed
         return Diagnosis(None, "", False)
-
-    def _evaluated(self, key, result):
-        """Whether variant ``key`` exists on this case (some slips need a batch of more than one row)."""
-        cache = result.__dict__.setdefault("_variant_keys", None)
-        if cache is None:
-            cache = result._variant_keys = {v.key for v, _, _ in self.variant_values(result.inputs)}
-        return key in cache
 
     def _probe(self, usable, answer):
         """Call the student's code with one input changed: does the answer move as the right one does?"""
@@ -785,7 +783,7 @@ class Exercise:
     def _call(self, answer, inputs):
         try:
             return self._as_dict(answer(**inputs))
-        except AssertionError:
+        except Exception:  # noqa: BLE001 - a probe that fails proves nothing; the diagnosis goes on without it
             return None
 
     # ---------------------------------------------------------------- the check

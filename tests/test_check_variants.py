@@ -404,3 +404,15 @@ def test_the_worked_example_passes_the_right_layer_and_names_the_mistake():
     with pytest.raises(CheckFailure) as err:  # right values in the wrong dtype: the lesson's own placement rule
         check_sigmoid_backward_example(forward, lambda d, s: (d * s * (1 - s)).double())
     assert err.value.kind == "placement"
+
+
+def test_compare_with_a_computation_of_several_gradients_grades_the_one_named():
+    spec = SPECS["L5.linear_backward"]
+    _, inputs = spec.cases[1]  # n = 7: four outputs, so db has four values (one value alone would prove nothing)
+    x, W, dout = inputs["x"], inputs["W"], inputs["dout"]
+    expected = spec.exercise.expected(inputs)
+    result = compare("db", (x.T @ dout).sum(0), expected["db"], computation=spec.exercise, inputs=inputs)
+    assert result.kind == "wrong_factor" and "bias's local derivative is 1" in result.diagnosis
+    assert compare("dx", dout @ W.T, expected["dx"], computation=spec.exercise, inputs=inputs).ok
+    with pytest.raises(KeyError):
+        spec.exercise.only("dz")

@@ -81,7 +81,7 @@ def l5_sigmoid_backward(dout, cache):
     return dout * cache * (1 - cache)
 
 
-def l5_two_layer(X, y, params, *, dz2_of=None, da1_of=None, dz1_of=None, extra=None):
+def l5_two_layer(X, y, params, *, dz2_of=None, da1_of=None, dz1_of=None):
     """The two-layer network of lesson 5, with hooks where a corpus case puts its mistake."""
     z1, c1 = l5_linear_forward(X, params["W1"], params["b1"])
     a1, c2 = l5_relu_forward(z1)
@@ -144,12 +144,6 @@ def l7_backward(dlogits, caches, *, scale_w=1.0):
     for k in ("W1", "W2", "W3"):
         grads[k] = grads[k] * scale_w
     return grads
-
-
-def softmax_ce_grad(logits, labels):
-    n, c = logits.shape
-    p = torch.softmax(logits, dim=1)
-    return (p - F.one_hot(labels, c).to(logits.dtype)) / n
 
 
 # --------------------------------------------------------------------------- the specs
