@@ -725,7 +725,7 @@ class Exercise:
             wrong_targets = [n for n in self.names if any(not r.comparisons[n].ok for r in usable)]
             return Diagnosis(variant.kind, variant.sentence(alpha), True, op=variant.input,
                              follows=wrong_targets[1:],
-                             evidence=f"this fits all {len(usable)} cases tried")
+                             evidence="fits")
         if len(kinds) > 1:
             return Diagnosis(None, "", False, evidence=f"several different slips fit ({', '.join(sorted(kinds))})")
         if answer is not None:
@@ -770,14 +770,14 @@ class Exercise:
                 return Diagnosis("no_upstream", f"{name} does not change when the upstream gradient "
                                  f"{self.graph.names.show(up)} does: it is not multiplied by it. Fix: multiply the "
                                  f"local derivative by {self.graph.names.show(up)} (chain rule).", True, op=src,
-                                 evidence="probed with the upstream gradient doubled")
+                                 evidence=f"seen by calling it again with {self.graph.names.show(up)} doubled")
             if ignores_forward and not compare(name, g1, 2 * g2).ok:
                 shown = ", ".join(self.graph.names.show(n) for n in movable)
                 return Diagnosis("wrong_point", f"{name} does not depend on {shown} at all: it is computed from the "
                                  f"upstream gradient {self.graph.names.show(up)} alone. Fix: evaluate the local derivative "
                                  f"at the forward values ({shown} or the cache), then multiply it by "
                                  f"{self.graph.names.show(up)}.", True,
-                                 evidence="probed with the forward input changed")
+                                 evidence=f"seen by calling it again with {shown} changed")
         return None
 
     def _call(self, answer, inputs):
@@ -830,8 +830,12 @@ class Exercise:
             comparison = case.comparisons[name] if not case.comparisons[name].ok else comparison
             head = f"{name} is wrong ({case.label}): {found.sentence}"
             kind = found.kind
-            shown = failing if failing < len(results) else "all"
-            extra = [f"({found.evidence}; wrong in {shown} of them)" if found.evidence else f"({tried})"]
+            k = len(results)
+            if found.evidence == "fits":
+                extra = [f"(the same on all {k} cases tried)" if failing == k else
+                         f"(it fits all {k} cases tried; {failing} of them {'shows' if failing == 1 else 'show'} it)"]
+            else:
+                extra = [f"({found.evidence}; {tried})"]
             if len(wrong) > 1:
                 extra.append(f"{', '.join(wrong[1:])} {'is' if len(wrong) == 2 else 'are'} wrong because of it.")
         else:
