@@ -3,13 +3,21 @@
 J is the mean squared error over a batch: J = (1/N) Σ_i (σ(w·x_i + b) − y_i)², with x and y of shape (N,)
 and w, b scalars. The forward cache is the tuple (x, y, z, s) with s = σ(z), as the lesson prescribes.
 Every expected value comes from torch autograd on the same inputs.
+
+Two exercises are composites: ``backward`` calls the student's four local derivatives, and ``train_by_hand``
+calls the student's ``forward`` and ``backward``. Their checks run them with the grader's own versions of
+those functions in place (``REFERENCES``, made with autograd), so that a slip in a helper costs the helper's
+cell only; a note then says which of the student's own functions still needs fixing.
 """
 import math
 
 import torch
 
-from gradlab.check import autograd_grads
+from gradlab.check import autograd_grads, compare
 from gradlab.grading import common
+
+HELPERS = ("dJ_dsigma", "dsigma_dz", "dz_dw", "dz_db")
+OWN_SECONDS = 5  # time limit for each call that runs the student's own helpers after a composite passed
 
 
 def cost(x, y, w, b):
@@ -17,33 +25,96 @@ def cost(x, y, w, b):
     return ((torch.sigmoid(w * x + b) - y) ** 2).mean()
 
 
+# --------------------------------------------------------------------------- the grader's own helpers
+def _grad(fn, wrt, *others):
+    """∂ fn(wrt, *others) / ∂wrt by autograd, wherever it is called from: also inside a student's
+    ``torch.no_grad()`` or ``torch.inference_mode()`` block (inference tensors are cloned first)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        others = [o.clone() if isinstance(o, torch.Tensor) else o for o in others]
+        (grad,) = autograd_grads(lambda t: fn(t, *others), torch.as_tensor(wrt).clone())
+    return grad
+
+
+def reference_dJ_dsigma(s, y):
+    return _grad(lambda s_, y_: ((s_ - y_) ** 2).mean(), s, y)
+
+
+def reference_dsigma_dz(z):
+    # σ(z_i) depends on z_i alone, so the gradient of the sum is the elementwise derivative.
+    return _grad(lambda z_: torch.sigmoid(z_).sum(), z)
+
+
+def reference_dz_dw(x):
+    # One copy of w per observation (all 0 here; z is linear in w), so autograd gives ∂z_i/∂w one by one.
+    return _grad(lambda w_, x_: (w_ * x_).sum(), torch.zeros_like(x), x)
+
+
+def reference_dz_db(x):
+    return _grad(lambda b_, x_: (x_ + b_).sum(), torch.zeros_like(x), x)
+
+
+def reference_forward(x, y, w, b):
+    z = w * x + b
+    s = torch.sigmoid(z)
+    return ((s - y) ** 2).mean(), (x, y, z, s)
+
+
+def reference_backward(cache):
+    x, y, z, s = cache
+    # J as a function of a shift (dw, db) of the parameters, taken at (0, 0): z + dw·x + db = (w + dw)·x + (b + db).
+    with torch.inference_mode(False), torch.enable_grad():
+        x, y, z = (t.clone() for t in (x, y, z))
+        zero = torch.zeros((), dtype=z.dtype, device=z.device)
+        return autograd_grads(lambda dw, db: ((torch.sigmoid(z + dw * x + db) - y) ** 2).mean(), zero, zero)
+
+
+REFERENCES = {
+    "forward": reference_forward, "backward": reference_backward, "dJ_dsigma": reference_dJ_dsigma,
+    "dsigma_dz": reference_dsigma_dz, "dz_dw": reference_dz_dw, "dz_db": reference_dz_db,
+}
+
+
 def _pair(result, name, what, case):
     if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise AssertionError(f"`{name}` should return a pair ({what}), but returned {type(result).__name__} ({case}).")
+        common.fail(f"`{name}` should return a pair ({what}), but returned {_describe(result)} ({case}).",
+                    kind="not a pair")
     return result
 
 
-def _unchanged(name, before, after, case):
-    for what, old, new in zip(("x", "y", "z", "s"), before, after):
-        if not torch.equal(old, new):
-            raise AssertionError(
-                f"`{name}` changed its input `{what}` in place ({case}). Compute new tensors instead "
-                f"(e.g. `a = a * 2`, not `a *= 2`): the caller still needs the originals."
-            )
+def _describe(value):
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return type(value).__name__
 
 
+def _agrees(got, expected):
+    """Right values, a tensor, in the expected dtype and on its device (like check_tensor, but silent)."""
+    return (isinstance(got, torch.Tensor) and compare("", got, expected).ok
+            and got.dtype == expected.dtype and got.device == expected.device)
+
+
+# --------------------------------------------------------------------------- forward and local derivatives
 @common.graded
 def check_forward(forward):
-    """forward(x, y, w, b) -> (J, (x, y, z, s)): the cost and every intermediate."""
+    """forward(x, y, w, b) -> (J, (x, y, z, s)): the cost and every intermediate (w, b numbers or 0-dim tensors)."""
     for label, gen, n, dtype, device in common.cases(301):
         x, y, w, b = common.neuron_batch(gen, n, dtype, device)
-        J, cache = _pair(common.call_student(forward, "forward", x, y, w, b, case=label), "forward", "J, cache", label)
-        common.check_tensor("J", J, cost(x, y, w, b), label)
-        if not isinstance(cache, (tuple, list)) or len(cache) != 4:
-            raise AssertionError(f"the cache should be the tuple (x, y, z, s), but it is {cache!r:.80} ({label}).")
+        if n == 7:  # the docstring allows numbers too, and train_by_hand passes numbers
+            w, b = w.item(), b.item()
+            label += ", w and b as Python floats"
+        expected_J = cost(x, y, w, b)
         z = w * x + b
-        common.check_tensor("z in the cache", cache[2], z, label)
-        common.check_tensor("s = σ(z) in the cache", cache[3], torch.sigmoid(z), label)
+        J, cache = _pair(common.call_student(forward, "forward", x, y, w, b, case=label, by_hand=False),
+                         "forward", "J, cache", label)
+        common.check_tensor("J", J, expected_J, label)
+        if not isinstance(cache, (tuple, list)) or len(cache) != 4:
+            common.fail(f"the cache should be the tuple (x, y, z, s), but it is {_describe(cache)} ({label}).",
+                        kind="cache")
+        for what, got, expected in zip(("x", "y", "z", "s = σ(z)"), cache, (x, y, z, torch.sigmoid(z))):
+            if got is None:
+                common.fail(f"the cache holds None where {what} belongs ({label}): put the tensors themselves in it, "
+                            "(x, y, z, s); backward needs every one of them.", kind="none", gradient=f"{what} in the cache")
+            common.check_tensor(f"{what} in the cache", got, expected, label)
 
 
 @common.graded
@@ -52,7 +123,7 @@ def check_dJ_dsigma(dJ_dsigma):
     for label, gen, n, dtype, device in common.cases(302):
         s = torch.sigmoid(common.randn(gen, n, dtype=dtype, device=device, scale=2.0))
         y = common.labels(gen, n, dtype, device)
-        (expected,) = autograd_grads(lambda s_: ((s_ - y) ** 2).mean(), s)
+        expected = reference_dJ_dsigma(s, y)
         got = common.call_student(dJ_dsigma, "dJ_dsigma", s, y, case=label)
         common.check_tensor("dJ/dσ", got, expected, label)
 
@@ -62,8 +133,7 @@ def check_dsigma_dz(dsigma_dz):
     """dsigma_dz(z) -> (N,): σ'(z_i), elementwise."""
     for label, gen, n, dtype, device in common.cases(303):
         z = common.randn(gen, n, dtype=dtype, device=device, scale=3.0)
-        # Each σ(z_i) depends on z_i alone, so the gradient of the sum is the elementwise derivative.
-        (expected,) = autograd_grads(lambda z_: torch.sigmoid(z_).sum(), z)
+        expected = reference_dsigma_dz(z)
         got = common.call_student(dsigma_dz, "dsigma_dz", z, case=label)
         common.check_tensor("dσ/dz", got, expected, label)
 
@@ -72,9 +142,8 @@ def check_dsigma_dz(dsigma_dz):
 def check_dz_dw(dz_dw):
     """dz_dw(x) -> (N,): ∂z_i/∂w for z_i = w·x_i + b."""
     for label, gen, n, dtype, device in common.cases(304):
-        x, _, w, b = common.neuron_batch(gen, n, dtype, device)
-        # Give every observation its own copy of w, so autograd returns ∂z_i/∂w one by one.
-        (expected,) = autograd_grads(lambda w_: (w_ * x + b).sum(), w * torch.ones_like(x))
+        x = common.randn(gen, n, dtype=dtype, device=device)
+        expected = reference_dz_dw(x)
         got = common.call_student(dz_dw, "dz_dw", x, case=label)
         common.check_tensor("dz/dw", got, expected, label)
 
@@ -83,29 +152,157 @@ def check_dz_dw(dz_dw):
 def check_dz_db(dz_db):
     """dz_db(x) -> (N,): ∂z_i/∂b for z_i = w·x_i + b (the same dtype and device as x)."""
     for label, gen, n, dtype, device in common.cases(305):
-        x, _, w, b = common.neuron_batch(gen, n, dtype, device)
-        (expected,) = autograd_grads(lambda b_: (w * x + b_).sum(), b * torch.ones_like(x))
+        x = common.randn(gen, n, dtype=dtype, device=device)
+        expected = reference_dz_db(x)
         got = common.call_student(dz_db, "dz_db", x, case=label)
         common.check_tensor("dz/db", got, expected, label)
 
 
+# --------------------------------------------------------------------------- backward (a composite)
+_HELPERS_REPLACED = ("The check ran your backward with the grader's own dJ_dsigma, dsigma_dz, dz_dw and dz_db in "
+                     "place of yours, so this mistake is in backward itself.")
+
+
 @common.graded
 def check_backward(backward):
-    """backward((x, y, z, s)) -> (dJ/dw, dJ/db), both 0-dim, against autograd of the mean squared error."""
-    for label, gen, n, dtype, device in common.cases(306):
-        x, y, w, b = common.neuron_batch(gen, n, dtype, device)
-        z = w * x + b
-        cache = (x, y, z, torch.sigmoid(z))
-        before = tuple(t.clone() for t in cache)
-        dw, db = _pair(common.call_student(backward, "backward", cache, case=label), "backward", "dJ/dw, dJ/db", label)
-        _unchanged("backward", before, cache, label)
-        expected_dw, expected_db = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)
-        common.check_tensor("dJ/dw", dw, expected_dw, label)
-        common.check_tensor("dJ/db", db, expected_db, label)
+    """backward((x, y, z, s)) -> (dJ/dw, dJ/db), both 0-dim, against autograd of the mean squared error.
+
+    Graded with the reference local derivatives in place of the student's; then run once more with the
+    student's own, and a note names any of them that still gives wrong values.
+    """
+    done = []
+    with common.reference_helpers(backward, {name: REFERENCES[name] for name in HELPERS}):
+        for label, gen, n, dtype, device in common.cases(306):
+            x, y, w, b = common.neuron_batch(gen, n, dtype, device)
+            z = w * x + b
+            cache = (x, y, z, torch.sigmoid(z))
+            expected = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)
+            got = common.call_student(backward, "backward", cache, case=label)
+            try:
+                dw, db = _pair(got, "backward", "dJ/dw, dJ/db", label)
+                common.check_tensor("dJ/dw", dw, expected[0], label)
+                common.check_tensor("dJ/db", db, expected[1], label)
+            except common.CheckFailure as failure:
+                lines, kind = str(failure).split("\n"), failure.kind
+                slip = _backward_slip(got, cache, expected) if kind in ("values", "close") else None
+                if slip:
+                    lines[0], kind = f"{failure.gradient} is wrong ({label}): {slip}.", "recognised slip"
+                common.fail("\n".join(lines + [f"  {_HELPERS_REPLACED}"]), kind=kind, gradient=failure.gradient)
+            done.append(_Done(label, (cache,), lambda got, expected=expected: _backward_agrees(got, expected),
+                              dict(x=x, y=y, z=z, s=cache[3])))
+    _note_own_functions(backward, "backward", done, HELPERS)
 
 
+def _backward_slip(got, cache, expected):
+    """A sentence naming a recognised slip of a backward pass, or None. The wrong answers come from autograd on a
+    wrong computation, never from the formula the exercise asks for."""
+    x, y, z, s = cache
+    dw, db = got
+    with torch.inference_mode(False), torch.enable_grad():
+        zero = torch.zeros((), dtype=z.dtype, device=z.device)
+        # the chain with the sigmoid link left out: J as if σ were s + (change of z), at the same point
+        without_sigmoid = autograd_grads(lambda dw_, db_: ((s + dw_ * x + db_ - y) ** 2).mean(), zero, zero)
+    if compare("", dw, without_sigmoid[0]).ok and compare("", db, without_sigmoid[1]).ok:
+        return "it matches a backward pass that leaves out the sigmoid's local derivative ∂σ/∂z"
+    if compare("", dw, expected[0]).ok and compare("", db, expected[0]).ok:
+        return "it equals dJ/dw: the bias's local derivative ∂z/∂b is 1 for every observation, not x"
+    return None
+
+
+def _backward_agrees(got, expected):
+    return isinstance(got, (tuple, list)) and len(got) == 2 and all(map(_agrees, got, expected))
+
+
+class _Done:
+    """A case a composite passed with the grader's functions: its arguments, a test of a result, and the inputs
+    on which the student's own helpers are compared with the references (x, y, z, s, and w, b where known)."""
+
+    def __init__(self, label, args, agrees, probe):
+        self.label, self.args, self.agrees, self.probe = label, args, agrees, probe
+
+
+def _note_own_functions(fn, name, cases, replaced):
+    """After a composite passed with the grader's functions: run it with the student's own, and if that goes
+    wrong, name the student's functions that disagree with the references on the same inputs."""
+    own = getattr(fn, "__globals__", None)
+    own = own if isinstance(own, dict) else {}
+    for case in cases:
+        try:
+            got = common.call_student(fn, name, *_fresh(case.args), case=case.label, seconds=OWN_SECONDS)
+            if case.agrees(got):
+                continue
+            trouble = "gives a wrong result"
+        except AssertionError as failure:
+            trouble = _clause(failure)
+        wrong = _wrong_functions(own, replaced, case.label, **case.probe)
+        why = (f"because {_and(wrong)}" if wrong else
+               "although each of them gives the right values on these inputs: check how it calls them")
+        common.note(
+            f"`{name}` passed with the grader's own {_and(replaced)} in place of yours. With your own it "
+            f"{trouble} ({case.label}), {why}. Fix {'those' if len(wrong) > 1 else 'that'} (each has its own test) "
+            f"and `{name}` will be right in your notebook too."
+        )
+        return
+
+
+def _clause(failure):
+    """The first sentence of a failure of call_student, as a clause: 'raised ValueError: ...', 'used autograd ...'."""
+    if getattr(failure, "kind", None) == "not a function":
+        return "is missing or not a function"
+    text = str(failure).split("\n")[0].split(". ")[0].rstrip(".")
+    return text.split("` ", 1)[1] if text.startswith("`") and "` " in text else text
+
+
+def _fresh(value):
+    """A copy of the tensors in ``value`` (a tensor or a tuple of them and numbers): a student's function that
+    changes its input in place must not change what the next call gets."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple):
+        return tuple(_fresh(v) for v in value)
+    return value
+
+
+def _and(parts):
+    parts = list(parts)
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _wrong_functions(own, names, label, x, y, z, s, w=None, b=None):
+    """'your dJ_dsigma gives wrong values (every value has the wrong sign ...)' for each of the student's
+    functions in ``names`` that disagrees with the grader's on these inputs."""
+    cache = (x, y, z, s)
+    calls = {"forward": (x, y, w, b), "backward": (cache,), "dJ_dsigma": (s, y), "dsigma_dz": (z,), "dz_dw": (x,),
+             "dz_db": (x,)}
+    found = []
+    for name in names:
+        args = calls[name]
+        expected = REFERENCES[name](*args)
+        try:
+            got = common.call_student(own.get(name), name, *_fresh(args), case=label, seconds=OWN_SECONDS,
+                                      by_hand=name != "forward")
+        except AssertionError as failure:
+            found.append(f"your {name} {_clause(failure)}")
+            continue
+        if name == "forward":
+            if not (isinstance(got, (tuple, list)) and len(got) == 2 and _agrees(got[0], expected[0])
+                    and isinstance(got[1], (tuple, list)) and len(got[1]) == 4 and all(map(_agrees, got[1], expected[1]))):
+                found.append("your forward gives a wrong cost or cache")
+        elif name == "backward":
+            if not _backward_agrees(got, expected):
+                found.append("your backward gives wrong gradients")
+        elif not _agrees(got, expected):
+            result = compare(name, got, expected)
+            first = (result.diagnosis or "").split(". ")[0].rstrip(".")
+            why = f" ({first})" if not result.ok and first else ""
+            found.append(f"your {name} gives wrong values{why}")
+    return found
+
+
+# --------------------------------------------------------------------------- training (a composite)
 def reference_training(x, y, w, b, lr, passes, x_for_w=None):
-    """Stochastic gradient descent, one observation at a time, each gradient from autograd (float64, CPU).
+    """Gradient descent one observation at a time, in the order 0, 1, ..., N−1 (float64, CPU), each gradient from
+    autograd.
 
     ``x_for_w`` replays a known mistake: ∂J/∂w computed with that x in every step instead of the current x_i.
     Returns (w, b) as Python floats. (Plain updates rather than torch.optim.SGD, which computes the same
@@ -116,9 +313,12 @@ def reference_training(x, y, w, b, lr, passes, x_for_w=None):
     x, y = x.detach().double().cpu(), y.detach().double().cpu()
     for _ in range(passes):
         for i in range(len(x)):
-            dw, db = autograd_grads(lambda w_, b_: (torch.sigmoid(w_ * x[i] + b_) - y[i]) ** 2, w, b)
-            if x_for_w is not None:  # ∂J/∂w = x_i · ∂J/∂z, so rescaling swaps x_i for the stale x (x_i ≠ 0)
-                dw = dw * float(x_for_w) / float(x[i])
+            # z has the value w·x_i + b; the x through which autograd sees w is x_i, or the stale x of the mistake
+            link = x[i] if x_for_w is None else torch.as_tensor(float(x_for_w), dtype=torch.float64)
+
+            def J_i(w_, b_):
+                return (torch.sigmoid(w_ * link + w_.detach() * (x[i] - link) + b_) - y[i]) ** 2
+            dw, db = autograd_grads(J_i, w, b)
             w, b = w - lr * dw, b - lr * db
     return w.item(), b.item()
 
@@ -126,43 +326,79 @@ def reference_training(x, y, w, b, lr, passes, x_for_w=None):
 def _as_float(value, name, what, case):
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise AssertionError(f"`{name}` should return {what} as one number, not a tensor of shape {tuple(value.shape)} ({case}).")
+            common.fail(f"`{name}` should return {what} as one number, not a tensor of shape {tuple(value.shape)} "
+                        f"({case}).", kind="not a number")
         value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        common.fail(f"`{name}` should return {what} as a number, but returned {type(value).__name__} ({case}).",
+                    kind="not a number")
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise AssertionError(f"`{name}` should return {what} as a number, but returned {type(value).__name__} ({case}).") from None
+        common.fail(f"`{name}` should return {what} as a number, but returned {type(value).__name__} ({case}).",
+                    kind="not a number")
     if not math.isfinite(value):
-        raise AssertionError(f"`{name}` returned {what} = {value} ({case}): the training diverged or divided by zero.")
+        common.fail(f"`{name}` returned {what} = {value} ({case}): the training diverged or divided by zero.",
+                    kind="diverged")
     return value
+
+
+_FORWARD_BACKWARD_REPLACED = ("The check ran your loop with the grader's own forward and backward in place of yours, "
+                              "so this mistake is in train_by_hand itself.")
 
 
 @common.graded
 def check_train_by_hand(train_by_hand):
-    """train_by_hand(x, y, w, b, lr, passes) -> (w, b): per-observation SGD with hand gradients."""
-    for label, gen, n, dtype, device in common.cases(307, sizes=(1, 6, 15)):
-        x, y, w0, b0 = common.neuron_batch(gen, n, dtype, device)
-        x = x.abs() + 0.1  # positive like the lesson's mean_area, and never 0 (the stale-x replay divides by x_i)
-        w0, b0, lr, passes = w0.item(), b0.item(), 0.5, 3
-        case = f"{label}, {passes} passes, lr={lr}, start w={w0:.4f}, b={b0:.4f}"
-        before = (x.clone(), y.clone())
-        result = _pair(common.call_student(train_by_hand, "train_by_hand", x, y, w0, b0, lr, passes, case=case),
-                       "train_by_hand", "w, b", case)
-        _unchanged("train_by_hand", before, (x, y), case)
-        got = tuple(_as_float(v, "train_by_hand", what, case) for v, what in zip(result, ("w", "b")))
-        expected = reference_training(x, y, w0, b0, lr, passes)
-        tol = 1e-4 if dtype == torch.float32 else 1e-8
-        if _close(got, expected, tol):
-            continue
-        advice = next(
-            (mistake for mistake, params in _known_mistakes(x, y, w0, b0, lr, passes).items() if _close(got, params, tol)),
-            "Run your loop and the lesson's PyTorch loop side by side on two observations and one pass, and "
-            "print w and b after every step: the first step where they differ holds the bug.",
-        )
-        raise AssertionError(
-            f"train_by_hand ended at w={got[0]:.6f}, b={got[1]:.6f}, but should end at "
-            f"w={expected[0]:.6f}, b={expected[1]:.6f} ({case}).\n  {advice}"
-        )
+    """train_by_hand(x, y, w, b, lr, passes) -> (w, b): per-observation gradient descent with hand gradients.
+
+    Graded with the reference forward, backward and local derivatives in place of the student's; then run once
+    more with the student's own, and a note names any of them that still gives wrong values.
+    """
+    done = []
+    with common.reference_helpers(train_by_hand, REFERENCES):
+        for label, gen, n, dtype, device in common.cases(307, sizes=(1, 6, 15)):
+            x, y, w0, b0 = common.neuron_batch(gen, n, dtype, device)
+            x = x + 0.1 * torch.sign(x)  # both signs, none near 0 (a small x would hide a wrong ∂J/∂w)
+            w0, b0, lr, passes = w0.item(), b0.item(), 0.5, 3
+            case = f"{label}, {passes} passes, lr={lr}, start w={w0:.4f}, b={b0:.4f}"
+            expected = reference_training(x, y, w0, b0, lr, passes)
+            tol = 1e-4 if dtype == torch.float32 else 1e-8
+            got = _training_result(common.call_student(train_by_hand, "train_by_hand", x, y, w0, b0, lr, passes,
+                                                       case=case), case)
+            if not _close(got, expected, tol):
+                _training_failure(got, expected, x, y, w0, b0, lr, passes, tol, case)
+            z = w0 * x + b0
+            done.append(_Done(case, (x, y, w0, b0, lr, passes),
+                              lambda got, expected=expected, tol=tol: _training_agrees(got, expected, tol),
+                              dict(x=x, y=y, z=z, s=torch.sigmoid(z), w=w0, b=b0)))
+    _note_own_functions(train_by_hand, "train_by_hand", done, ("forward", "backward") + HELPERS)
+
+
+def _training_result(result, case):
+    result = _pair(result, "train_by_hand", "w, b", case)
+    return tuple(_as_float(v, "train_by_hand", what, case) for v, what in zip(result, ("w", "b")))
+
+
+def _training_agrees(result, expected, tol):
+    try:
+        got = _training_result(result, "")
+    except AssertionError:
+        return False
+    return _close(got, expected, tol)
+
+
+def _training_failure(got, expected, x, y, w0, b0, lr, passes, tol, case):
+    found = next(
+        ((kind, advice) for kind, (advice, params) in _known_mistakes(x, y, w0, b0, lr, passes).items()
+         if _close(got, params, tol)),
+        ("training", "Run your loop and the lesson's PyTorch loop side by side on two observations and one pass, "
+                     "and print w and b after every step: the first step where they differ holds the bug."),
+    )
+    common.fail(
+        f"train_by_hand ended at w={got[0]:.6f}, b={got[1]:.6f}, but should end at "
+        f"w={expected[0]:.6f}, b={expected[1]:.6f} ({case}).\n  {found[1]}\n  {_FORWARD_BACKWARD_REPLACED}",
+        kind=found[0],
+    )
 
 
 def _close(got, expected, tol):
@@ -170,16 +406,18 @@ def _close(got, expected, tol):
 
 
 def _known_mistakes(x, y, w0, b0, lr, passes):
-    """Final parameters of typical wrong loops, keyed by the advice that fixes each."""
+    """Final parameters of typical wrong loops: {kind: (the advice that fixes it, final parameters)}."""
     return {
-        "It matches a loop that uses the first observation's x in every step's ∂J/∂w: "
-        "use the current observation x[i] inside the loop.": reference_training(x, y, w0, b0, lr, passes, x_for_w=x[0]),
-        "It matches a loop that steps uphill (θ + lr·gradient): subtract the gradient.":
-            reference_training(x, y, w0, b0, -lr, passes),
-        "It matches a loop that makes only one pass: repeat the pass over the observations `passes` times.":
-            reference_training(x, y, w0, b0, lr, 1),
-        "It matches full-batch gradient descent (one step per pass on the mean cost): "
-        "this loop updates w and b after every single observation.": _full_batch(x, y, w0, b0, lr, passes),
+        "stale x": ("It matches a loop that uses the first observation's x in every step's ∂J/∂w: "
+                    "use the current observation x[i] inside the loop.",
+                    reference_training(x, y, w0, b0, lr, passes, x_for_w=x[0])),
+        "uphill": ("It matches a loop that steps uphill (θ + lr·gradient): subtract the gradient.",
+                   reference_training(x, y, w0, b0, -lr, passes)),
+        "one pass": ("It matches a loop that makes only one pass: repeat the pass over the observations `passes` "
+                     "times.", reference_training(x, y, w0, b0, lr, 1)),
+        "full batch": ("It matches full-batch gradient descent (one step per pass on the mean cost): "
+                       "this loop updates w and b after every single observation.",
+                       _full_batch(x, y, w0, b0, lr, passes)),
     }
 
 
