@@ -1,135 +1,218 @@
-"""The hidden checks of lesson 4 pass the reference solutions and fail typical mistakes with a useful message."""
+"""Lesson 4's hidden checks: the lesson's solutions and every valid variant pass, typical slips fail with a message that
+names the node where the slip is, autograd never earns a point. The important cases run both ways the grader runs a
+check (locally, and recorded then replayed: tests/grading_modes.py)."""
+import re
+
 import numpy as np
 import pytest
 import torch
 
+from course import solution_namespace
+from grading_modes import both
 from gradlab.grading import lesson04
+from test_grading_lesson03 import WAYS, code_of
+
+SOLUTIONS = solution_namespace("04-two-inputs/two-inputs.ipynb")
+grads_by_graph, count_parameters = SOLUTIONS["grads_by_graph"], SOLUTIONS["count_parameters"]
+check = lesson04.check_grads_by_graph
 
 
-# Reference solutions, as in the lesson's solution cells.
-def dL_dw1(X, y, w, b):
-    return 2 * ((X @ w + b - y) * X[:, 0]).mean()
+def passes(check_, fn):
+    err, verdict = both(check_, fn)
+    assert err is None, err
+    return verdict
 
 
-def dL_dw2(X, y, w, b):
-    return 2 * ((X @ w + b - y) * X[:, 1]).mean()
+def fails(check_, fn, kind, *needles):
+    """The check fails ``fn`` both ways, with this kind and a message matching every needle (regular expressions)."""
+    err, verdict = both(check_, fn)
+    assert err is not None, "the check passed"
+    message = str(err)
+    assert getattr(err, "kind", None) == kind == verdict.kind, (getattr(err, "kind", None), verdict.kind, message)
+    for needle in needles:
+        assert re.search(needle, message), message
+    return message
 
 
-def dL_db(X, y, w, b):
-    return 2 * (X @ w + b - y).mean()
+def defined(source):
+    ns = {"torch": torch}
+    exec(source, ns)
+    return ns["grads_by_graph"]
 
 
-def count_parameters(layer_sizes):
-    return sum(n_in * n_out + n_out for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]))
-
-
-CHECKS = [(lesson04.check_dL_dw1, 0), (lesson04.check_dL_dw2, 1), (lesson04.check_dL_db, None)]
-
-
-def _input(X, y, column):
-    return X[:, column] if column is not None else torch.ones_like(y)
-
-
-def test_reference_solutions_pass():
-    lesson04.check_dL_dw1(dL_dw1)
-    lesson04.check_dL_dw2(dL_dw2)
-    lesson04.check_dL_db(dL_db)
-    lesson04.check_count_parameters(count_parameters)
-
-
-def test_an_unwritten_exercise_says_so():
-    def stub(X, y, w, b):
-        raise NotImplementedError
-    with pytest.raises(AssertionError, match="not written yet"):
-        lesson04.check_dL_dw1(stub)
-
-
-@pytest.mark.parametrize("check, column", CHECKS)
-def test_the_prediction_instead_of_the_error_is_named(check, column):
+def with_node(key, value_of):
+    """The lesson's solution with one node's gradient replaced by value_of(X, y, w, b, right answer)."""
     def wrong(X, y, w, b):
-        return 2 * ((X @ w + b) * _input(X, y, column)).mean()
-    with pytest.raises(AssertionError, match=r"prediction f\(X\) where the error"):
-        check(wrong)
+        grads = grads_by_graph(X, y, w, b)
+        grads[key] = value_of(X, y, w, b, grads)
+        return grads
+    return wrong
 
 
-@pytest.mark.parametrize("check, column", CHECKS)
-def test_a_flipped_sign_is_named(check, column):
-    def wrong(X, y, w, b):
-        return 2 * ((y - X @ w - b) * _input(X, y, column)).mean()
-    with pytest.raises(AssertionError, match="flips the sign"):
-        check(wrong)
+# --------------------------------------------------------------------------- the solutions
+def test_the_lesson_solutions_pass_both_ways():
+    for check_, fn in ((check, grads_by_graph), (lesson04.check_count_parameters, count_parameters)):
+        verdict = passes(check_, fn)
+        assert not verdict.notes
 
 
-@pytest.mark.parametrize("check, column", CHECKS)
-def test_a_missing_factor_2_is_named(check, column):
-    def wrong(X, y, w, b):
-        return ((X @ w + b - y) * _input(X, y, column)).mean()
-    with pytest.raises(AssertionError, match="factor 2"):
-        check(wrong)
+def test_no_hidden_check_module_holds_the_hand_gradient():
+    code = code_of(lesson04)
+    for pattern in (r"\b2 *\*", r"(?<!\*)\* *2\b", r"\.T *@", r"ones_like", r"/ *(len|N|n)\b", r"\.sum\(\)"):
+        assert not re.search(pattern, code), f"lesson04.py holds {pattern}"
 
 
-@pytest.mark.parametrize("check, column", CHECKS)
-def test_a_sum_without_1_over_N_is_named(check, column):
-    def wrong(X, y, w, b):
-        return 2 * ((X @ w + b - y) * _input(X, y, column)).sum()
-    with pytest.raises(AssertionError, match="divide by N"):
-        check(wrong)
+RIGHT = {
+    "one expression per node, another order": """
+def grads_by_graph(X, y, w, b):
+    e = X @ w + b - y
+    n = len(y)
+    return {"w": 2 / n * (e @ X), "b": 2 / n * e.sum(), "e": 2 * e / n, "f": 2 * e / n, "u": 2 * e / n,
+            "q": torch.full_like(e, 1 / n)}
+""",
+    "einsum, torch.where, extra keys": """
+def grads_by_graph(X, y, w, b):
+    N = X.shape[0]
+    e = torch.einsum("ij,j->i", X, w) + b - y
+    dq = torch.ones(N, dtype=X.dtype, device=X.device) / N
+    de = torch.where(e >= 0, 2 * e.abs(), -2 * e.abs()) * dq
+    return {"L": torch.tensor(1.0), "q": dq, "e": de, "f": de.clone(), "u": de.clone(),
+            "w": (X * de[:, None]).sum(dim=0), "b": de.sum(dim=0)}
+""",
+    "in place on its own tensors, under torch.no_grad": """
+def grads_by_graph(X, y, w, b):
+    with torch.no_grad():
+        g = X @ w
+        g += b
+        g -= y
+        g.mul_(2 / X.shape[0])
+        dq = torch.empty_like(g).fill_(1 / X.shape[0])
+        return dict(q=dq, e=g, f=g, u=g, w=X.T.matmul(g), b=g.sum())
+""",
+}
 
 
-def test_swapped_inputs_are_named():
-    with pytest.raises(AssertionError, match="swapped"):
-        lesson04.check_dL_dw1(dL_dw2)
-    with pytest.raises(AssertionError, match="swapped"):
-        lesson04.check_dL_dw2(dL_dw1)
+@pytest.mark.parametrize("variant", RIGHT)
+def test_unusual_right_answers_pass(variant):
+    passes(check, defined(RIGHT[variant]))
 
 
-def test_forgetting_the_input_is_named():
-    with pytest.raises(AssertionError, match="forgets to multiply the error by the input"):
-        lesson04.check_dL_dw1(dL_db)
+# --------------------------------------------------------------------------- autograd is not a hand gradient
+def _autograd_answer(way):
+    def grads(X, y, w, b):
+        u = X @ w
+        f = u + b
+        e = f - y
+        q = e ** 2
+        # one autograd call per node, each with the node's value as the input: a valid answer if autograd were allowed
+        out = {}
+        out["q"] = way(lambda q_: q_.mean(), q)[0]
+        out["e"] = way(lambda e_: (e_ ** 2).mean(), e)[0]
+        out["f"] = way(lambda f_: ((f_ - y) ** 2).mean(), f)[0]
+        out["u"] = way(lambda u_: ((u_ + b - y) ** 2).mean(), u)[0]
+        out["w"], out["b"] = way(lambda w_, b_: ((X @ w_ + b_ - y) ** 2).mean(), w, b)
+        return out
+    return grads
 
 
-def test_a_hard_coded_number_fails():
-    # the visible test's answer: right for that case, wrong for every hidden one
-    with pytest.raises(AssertionError, match="dL_dw1 is wrong"):
-        lesson04.check_dL_dw1(lambda X, y, w, b: torch.tensor(-1.0))
+@pytest.mark.parametrize("way", WAYS, ids=lambda w: w.__name__)
+def test_autograd_fails(way):
+    fails(check, _autograd_answer(way), "autograd", "`grads_by_graph` used autograd", "derived by hand")
 
 
-def test_the_result_keeps_the_inputs_dtype():
-    with pytest.raises(AssertionError, match="right values.*float32"):
-        lesson04.check_dL_db(lambda X, y, w, b: dL_db(X, y, w, b).float())
+# --------------------------------------------------------------------------- the usual slips, named at their node
+@pytest.mark.parametrize("wrong, kind, needles", [
+    (with_node("q", lambda X, y, w, b, g: torch.ones_like(y)), "factor",
+     [r"dL/dq is wrong \(n=7.*divide by N \(N = 7", "first node below the loss"]),
+    (with_node("e", lambda X, y, w, b, g: -g["e"]), "sign",
+     ["dL/de is wrong", "wrong sign", r"The gradients above it \(dL/dq\) are right"]),
+    (with_node("e", lambda X, y, w, b, g: g["e"] / 2), "factor", ["dL/de is wrong", "factor 2"]),
+    (with_node("e", lambda X, y, w, b, g: 2 * (X @ w + b) / len(y)), "recognised slip",
+     [r"dL/de is wrong \(n=1.*\): it uses the prediction f where the error e = f − y belongs"]),
+    (with_node("f", lambda X, y, w, b, g: -g["e"]), "sign", [r"dL/df is wrong", r"\(dL/dq, dL/de\) are right"]),
+    (with_node("u", lambda X, y, w, b, g: g["e"] * X[:, 0]), "values",
+     ["dL/du is wrong", r"\(dL/dq, dL/de, dL/df\) are right"]),
+    (with_node("w", lambda X, y, w, b, g: g["w"].flip(0)), "recognised slip",
+     ["dL/dw is wrong", "two entries are swapped"]),
+    (with_node("w", lambda X, y, w, b, g: (X.T @ g["u"]).sum()), "shape", ["dL/dw is wrong", r"shape \(2,\)"]),
+    (with_node("w", lambda X, y, w, b, g: X.T @ g["u"] * len(y)), "factor", ["dL/dw is wrong", "divide by N"]),
+    (with_node("b", lambda X, y, w, b, g: g["f"]), "shape",
+     [r"dL/db is wrong \(n=1.*\): it should be one number, shape \(\)", "gradients that come back from all of them add up",
+      r"\(dL/dq, dL/de, dL/df\) are right"]),
+    (with_node("b", lambda X, y, w, b, g: g["f"].mean()), "factor", ["dL/db is wrong", "extra division by N"]),
+])
+def test_a_slip_is_named_at_its_node(wrong, kind, needles):
+    fails(check, wrong, kind, *needles)
 
 
-def test_a_one_element_vector_is_not_a_scalar():
-    with pytest.raises(AssertionError, match=r"scalar tensor \(shape \(\)\)"):
-        lesson04.check_dL_db(lambda X, y, w, b: dL_db(X, y, w, b).reshape(1))
+def test_the_prediction_instead_of_the_error_all_the_way_down_is_named_at_the_error_node():
+    def prediction(X, y, w, b):
+        return grads_by_graph(X, torch.zeros_like(y), w, b)
+    fails(check, prediction, "recognised slip", "dL/de is wrong", "prediction f where the error")
+
+
+def test_a_dict_without_a_node_or_not_a_dict_fails():
+    fails(check, lambda X, y, w, b: {k: v for k, v in grads_by_graph(X, y, w, b).items() if k != "u"}, "missing node",
+          "has no 'u'")
+    fails(check, lambda X, y, w, b: tuple(grads_by_graph(X, y, w, b).values()), "not a dict",
+          "should return a dict with the keys q, e, f, u, w, b, but returned tuple")
+
+
+def test_the_gradients_keep_the_inputs_dtype():
+    fails(check, lambda X, y, w, b: {k: v.float() for k, v in grads_by_graph(X, y, w, b).items()}, "placement",
+          r"right values but is float32.*float64")
+
+
+def test_a_hard_coded_answer_fails():
+    # the visible test's answers: right for that case, wrong for every hidden one
+    fails(check, lambda X, y, w, b: {"q": torch.tensor([0.5, 0.5]), "e": torch.tensor([-1.0, -2.0]),
+                                     "f": torch.tensor([-1.0, -2.0]), "u": torch.tensor([-1.0, -2.0]),
+                                     "w": torch.tensor([-1.0, -2.0]), "b": torch.tensor(-3.0)}, "shape", "dL/dq")
 
 
 def test_an_exception_in_student_code_is_reported_with_the_shapes():
-    with pytest.raises(AssertionError, match=r"(?s)raised IndexError.*\(1, 2\)"):
-        lesson04.check_dL_dw1(lambda X, y, w, b: X[:, 5].sum())
+    fails(check, lambda X, y, w, b: X[:, 5].sum(), "exception", r"(?s)raised IndexError.*\(1, 2\)")
 
 
+def test_an_input_changed_in_place_is_named():
+    def in_place(X, y, w, b):
+        grads = grads_by_graph(X, y, w, b)
+        y -= X @ w + b
+        return grads
+    fails(check, in_place, "changed input", "changed its input `y` in place")
+
+
+# --------------------------------------------------------------------------- counting parameters
 def test_count_parameters_accepts_numpy_and_tensor_integers():
-    lesson04.check_count_parameters(lambda sizes: np.int64(count_parameters(sizes)))
-    lesson04.check_count_parameters(lambda sizes: torch.tensor(count_parameters(sizes)))
+    passes(lesson04.check_count_parameters, lambda sizes: np.int64(count_parameters(sizes)))
+    passes(lesson04.check_count_parameters, lambda sizes: torch.tensor(count_parameters(sizes)))
 
 
-@pytest.mark.parametrize("wrong, hint", [
-    (lambda s: sum(a * b for a, b in zip(s[:-1], s[1:])), "weights only"),
-    (lambda s: sum(a * b + 1 for a, b in zip(s[:-1], s[1:])), "one bias; a layer has one bias per output"),
-    (lambda s: sum(a * b + a for a, b in zip(s[:-1], s[1:])), r"per \*input\*"),
-    (lambda s: sum((a + 1) * (b + 1) for a, b in zip(s[:-1], s[1:])), "both sides"),
-    (lambda s: sum(s), "neurons, not the parameters"),
-    (lambda s: 50890, "count n_in"),
-    (lambda s: float(count_parameters(s)), "whole number"),
+@pytest.mark.parametrize("wrong, kind, hint", [
+    (lambda s: sum(a * b for a, b in zip(s[:-1], s[1:])), "weights only", "weights only"),
+    (lambda s: sum(a * b + 1 for a, b in zip(s[:-1], s[1:])), "one bias per layer", "one bias; a layer has one bias per"),
+    (lambda s: sum(a * b + a for a, b in zip(s[:-1], s[1:])), "bias per input", r"per \*input\*"),
+    (lambda s: sum((a + 1) * (b + 1) for a, b in zip(s[:-1], s[1:])), "bias both sides", "both sides"),
+    (lambda s: sum(s), "neurons", "neurons, not the parameters"),
+    (lambda s: 50890, "count", "count n_in"),
+    (lambda s: float(count_parameters(s)), "not an int", "whole number"),
+    (lambda s: torch.tensor(float(count_parameters(s))), "not an int", "whole number"),
 ])
-def test_wrong_counts_fail_with_a_hint(wrong, hint):
-    with pytest.raises(AssertionError, match=hint):
-        lesson04.check_count_parameters(wrong)
+def test_wrong_counts_fail_with_a_hint(wrong, kind, hint):
+    fails(lesson04.check_count_parameters, wrong, kind, hint)
 
 
 def test_count_parameters_is_tried_on_random_sizes():
     """A function that only knows the sizes the notebook shows cannot pass."""
     known = {(2, 1): 3, (3, 5, 2): 32, (784, 64, 10): 50890}
-    with pytest.raises(AssertionError, match="returned"):
-        lesson04.check_count_parameters(lambda s: known.get(tuple(s), 0))
+    fails(lesson04.check_count_parameters, lambda s: known.get(tuple(s), 0), "count", "returned")
+
+
+def test_count_parameters_must_not_change_the_list():
+    def pops(sizes):
+        total = 0
+        while len(sizes) > 1:
+            n_in = sizes.pop(0)
+            total += n_in * sizes[0] + sizes[0]
+        return total
+    fails(lesson04.check_count_parameters, pops, "changed input", "changed its input `sizes` in place")

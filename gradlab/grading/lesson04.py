@@ -1,7 +1,14 @@
 """Hidden checks of lesson 4 (two inputs, a graph, and an optimiser).
 
 The neuron is f(X) = X @ w + b with X of shape (N, 2), w of shape (2,) and b a scalar tensor; the loss is the
-mean squared error L = mean((f(X) − y)²). Each hand gradient is compared with autograd on fresh random inputs.
+mean squared error L = mean((f(X) − y)²). The exercise walks the graph that autograd records for it, node by
+node, from the loss down to the leaves:
+
+    u = X @ w  (MvBackward0),  f = u + b  (AddBackward0),  e = f − y  (SubBackward0),
+    q = e ** 2 (PowBackward0), L = mean(q)  (MeanBackward0)
+
+and returns the gradient of L with respect to each node's output. Every expected value is autograd's gradient
+with respect to that very tensor (``torch.autograd.grad`` with the intermediate tensors as inputs).
 """
 import numbers
 import random
@@ -9,8 +16,20 @@ import random
 import torch
 from torch import nn
 
-from gradlab.check import autograd_grads, compare
+from gradlab.check import compare
 from gradlab.grading import common
+
+# (key, the node's output in words, the node of the autograd graph that receives this gradient), loss first.
+NODES = (
+    ("q", "the squared errors q = e²", "what MeanBackward0 passes down to PowBackward0"),
+    ("e", "the errors e = f − y", "what PowBackward0 passes down to SubBackward0"),
+    ("f", "the predictions f = u + b", "what SubBackward0 passes down to AddBackward0"),
+    ("u", "the products u = X @ w", "what AddBackward0 passes down to MvBackward0"),
+    ("w", "the weights w", "what MvBackward0 passes down to w's AccumulateGrad"),
+    ("b", "the bias b", "what AddBackward0 passes down to b's AccumulateGrad"),
+)
+ABOVE = {"q": "", "e": "q", "f": "qe", "u": "qef", "w": "qefu", "b": "qef"}  # the nodes between it and the loss
+SHAPES = {"q": "(N,)", "e": "(N,)", "f": "(N,)", "u": "(N,)", "w": "(2,)", "b": "()"}
 
 
 def mse(X, y, w, b):
@@ -25,55 +44,78 @@ def _inputs(gen, n, dtype, device):
     return X, y, w, b
 
 
-def _mistakes(X, y, w, b, which):
-    """What typical slips give, so that the feedback can name the slip. which: 0 = w1, 1 = w2, 2 = b."""
-    x = X[:, which] if which < 2 else torch.ones_like(y)
-    n = len(y)
-    f = X @ w + b
-    return {
-        "it uses the prediction f(X) where the error f(X) − y belongs": 2 * (f * x).sum() / n,
-        "it uses y − f(X) instead of f(X) − y (that flips the sign)": 2 * ((y - f) * x).sum() / n,
-        "it multiplies the error by the other input (x1 and x2 swapped)": 2 * ((f - y) * X[:, 1 - which]).sum() / n
-        if which < 2 else None,
-        "it forgets to multiply the error by the input x": 2 * (f - y).sum() / n if which < 2 else None,
-    }
+def node_gradients(X, y, w, b, wrong_loss=None):
+    """{key: ∂L/∂(that node's output)} by autograd, for every node of the graph.
+
+    wrong_loss(e, y): a loss to use instead of mean(e²), to get what a typical slip gives (q is then unused)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        w_, b_ = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+        y_ = y.detach().clone()
+        u = X.detach().clone() @ w_
+        f = u + b_
+        e = f - y_
+        q = e ** 2
+        L = q.mean() if wrong_loss is None else wrong_loss(e, y_)
+        nodes = (q, e, f, u, w_, b_)
+        grads = torch.autograd.grad(L, nodes, allow_unused=True)
+    return {key: (torch.zeros_like(t) if g is None else g).detach() for (key, _, _), g, t in zip(NODES, grads, nodes)}
 
 
-def _check_gradient(fn, name, which, seed):
-    for label, gen, n, dtype, device in common.cases(seed):
+def _slips(X, y, w, b, key, got, expected):
+    """A sentence naming a recognised slip at node ``key``, or None. Each wrong answer comes from autograd on a
+    wrong computation (never from the formula the exercise asks for)."""
+    if not isinstance(got, torch.Tensor):
+        return None
+    if key == "e":
+        # e + y is the prediction f: this loss gives at e what squaring the prediction instead of the error gives
+        prediction = node_gradients(X, y, w, b, wrong_loss=lambda e, y_: ((e + y_) ** 2).mean())["e"]
+        if compare("", got, prediction).ok:
+            return "it uses the prediction f where the error e = f − y belongs"
+    if key == "w" and got.shape == expected.shape and compare("", got, expected.flip(0)).ok:
+        return "its two entries are swapped: entry j belongs to w_j, which multiplies the column X[:, j]"
+    if key == "w" and got.shape != expected.shape:
+        return f"it should have one entry per weight, shape (2,), but has shape {tuple(got.shape)}"
+    if key == "b" and got.shape != expected.shape:
+        return (f"it should be one number, shape (), but has shape {tuple(got.shape)}: b is added to all N "
+                "predictions, so the gradients that come back from all of them add up")
+    if key in "qefu" and got.shape != expected.shape:
+        return f"it should have one value per data point, shape {SHAPES[key]}, but has shape {tuple(got.shape)}"
+    return None
+
+
+@common.graded
+def check_grads_by_graph(grads_by_graph):
+    """grads_by_graph(X, y, w, b) -> {"q", "e", "f", "u": (N,), "w": (2,), "b": ()}: ∂L/∂ each node's output."""
+    for label, gen, n, dtype, device in common.cases(401):
         X, y, w, b = _inputs(gen, n, dtype, device)
-        dw, db = autograd_grads(mse, X, y, w, b)[2:]
-        expected = (dw[0], dw[1], db)[which]
-        got = common.call_student(fn, name, X.clone(), y.clone(), w.clone(), b.clone(), case=label)
-        if isinstance(got, torch.Tensor) and got.shape != expected.shape and got.numel() == 1:
-            raise AssertionError(
-                f"`{name}` should return a scalar tensor (shape ()), but returned shape {tuple(got.shape)} "
-                f"({label}). Sum over the data points; `.sum()` and `.mean()` give shape ()."
-            )
-        if not compare(name, got, expected).ok:
-            for slip, value in _mistakes(X, y, w, b, which).items():
-                if value is not None and compare(name, got, value).ok:
-                    raise AssertionError(f"{name} is wrong ({label}): {slip}. Expected {expected.item():.6g}, "
-                                         f"got {float(got):.6g}.")
-        common.check_tensor(name, got, expected, label)
-
-
-@common.graded
-def check_dL_dw1(dL_dw1):
-    """dL_dw1(X, y, w, b) = ∂L/∂w1 = (2/N) Σ (f(x_i) − y_i) x_i1."""
-    _check_gradient(dL_dw1, "dL_dw1", 0, 401)
-
-
-@common.graded
-def check_dL_dw2(dL_dw2):
-    """dL_dw2(X, y, w, b) = ∂L/∂w2 = (2/N) Σ (f(x_i) − y_i) x_i2."""
-    _check_gradient(dL_dw2, "dL_dw2", 1, 402)
-
-
-@common.graded
-def check_dL_db(dL_db):
-    """dL_db(X, y, w, b) = ∂L/∂b = (2/N) Σ (f(x_i) − y_i)."""
-    _check_gradient(dL_db, "dL_db", 2, 403)
+        expected = node_gradients(X, y, w, b)
+        got = common.call_student(grads_by_graph, "grads_by_graph", X, y, w, b, case=label)
+        if not isinstance(got, dict):
+            common.fail(f"`grads_by_graph` should return a dict with the keys {', '.join(SHAPES)}, but returned "
+                        f"{type(got).__name__} ({label}).", kind="not a dict")
+        missing = [key for key in SHAPES if key not in got]
+        if missing:
+            common.fail(f"the dict that `grads_by_graph` returns has no {' and no '.join(map(repr, missing))} "
+                        f"({label}); it needs one entry per node: {', '.join(map(repr, SHAPES))}.",
+                        kind="missing node")
+        for position, (key, what, node) in enumerate(NODES):
+            name = f"dL/d{key}"
+            if compare(name, got[key], expected[key]).ok:
+                common.check_tensor(name, got[key], expected[key], label)  # then the dtype and the device
+                continue
+            slip = _slips(X, y, w, b, key, got[key], expected[key])
+            where = (f"({name} is the gradient of L with respect to {what}: {node}.) " +
+                     ("This is the first node below the loss: its upstream gradient is ∂L/∂L = 1." if position == 0
+                      else f"The gradients above it ({', '.join(f'dL/d{k}' for k in ABOVE[key])}) are right, so the "
+                           "slip is in this node's local derivative."))
+            try:
+                common.check_tensor(name, got[key], expected[key], label)
+            except common.CheckFailure as failure:
+                lines = str(failure).split("\n")
+                if slip:
+                    lines[0] = f"{name} is wrong ({label}): {slip}."
+                common.fail("\n".join(lines + [f"  {where}"]), gradient=name,
+                            kind="recognised slip" if slip and failure.kind in ("values", "close") else failure.kind)
 
 
 def _pytorch_count(sizes):
@@ -85,13 +127,16 @@ def _count_hint(got, sizes):
     pairs = list(zip(sizes[:-1], sizes[1:]))
     weights = sum(a * b for a, b in pairs)
     hints = {
-        weights: "that counts the weights only: each layer also has one bias per output neuron",
-        weights + len(pairs): "that gives each layer one bias; a layer has one bias per output neuron",
-        weights + sum(a for a, _ in pairs): "that gives each layer one bias per *input*; it has one per output neuron",
-        sum((a + 1) * (b + 1) for a, b in pairs): "that adds a bias to both sides of every layer",
-        sum(sizes): "that counts the neurons, not the parameters",
+        weights: ("weights only", "that counts the weights only: each layer also has one bias per output neuron"),
+        weights + len(pairs): ("one bias per layer", "that gives each layer one bias; a layer has one bias per "
+                                                     "output neuron"),
+        weights + sum(a for a, _ in pairs): ("bias per input", "that gives each layer one bias per *input*; it has "
+                                                               "one per output neuron"),
+        sum((a + 1) * (b + 1) for a, b in pairs): ("bias both sides", "that adds a bias to both sides of every layer"),
+        sum(sizes): ("neurons", "that counts the neurons, not the parameters"),
     }
-    return hints.get(got, "count n_in · n_out weights plus n_out biases for every pair of neighbouring layers")
+    return hints.get(got, ("count", "count n_in · n_out weights plus n_out biases for every pair of neighbouring "
+                                    "layers"))
 
 
 @common.graded
@@ -105,15 +150,16 @@ def check_count_parameters(count_parameters):
         for given in (list(sizes), tuple(sizes)):
             expected = _pytorch_count(sizes)
             got = common.call_student(count_parameters, "count_parameters", given, case=f"layer_sizes={given}")
-            if isinstance(got, torch.Tensor) and got.numel() == 1:
+            if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
                 got = got.item()
             if isinstance(got, bool) or not isinstance(got, numbers.Integral):
-                raise AssertionError(
+                common.fail(
                     f"count_parameters should return a whole number (int), but returned {type(got).__name__} "
-                    f"{got!r} for layer_sizes={given}."
+                    f"{got!r:.60} for layer_sizes={given}.", kind="not an int"
                 )
             if got != expected:
-                raise AssertionError(
+                kind, hint = _count_hint(got, sizes)
+                common.fail(
                     f"count_parameters({given}) returned {got}, but nn.Sequential of those nn.Linear layers has "
-                    f"{expected} parameters: {_count_hint(got, sizes)}."
+                    f"{expected} parameters: {hint}.", kind=kind
                 )
