@@ -437,7 +437,17 @@ def test_the_loop_must_report_its_costs():
         w, b, costs = make_fit()(x, y, w, b, threshold)
         return w.item(), b.item(), costs
 
+    def other_dtype(x, y, w, b, threshold):
+        w, b, costs = make_fit()(x, y, w, b, threshold)
+        return w.double(), b.double(), costs
+
+    def one_element_vectors(x, y, w, b, threshold):
+        w, b, costs = make_fit()(x, y, w, b, threshold)
+        return w.reshape(1), b.reshape(1), costs
+
     fails(lesson02.check_fit, no_costs, "fit result", "should return (w, b, costs)")
+    fails(lesson02.check_fit, other_dtype, "placement", "returned w as float64 on cpu; it should follow x: float32")
+    fails(lesson02.check_fit, one_element_vectors, "shape", "0-dim tensor, but it has shape (1,)")
     fails(lesson02.check_fit, stale_last_cost, "costs", "costs[-1]")
     fails(lesson02.check_fit, python_numbers, "type", "should return w as a 0-dim tensor")
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.check import autograd_grads
+from gradlab.diagnose import dtype_name
 from gradlab.grading import common
 from gradlab.grading.lesson01 import check_scalar, helpers_note
 
@@ -176,7 +177,7 @@ def check_gd_step(gd_step):
     first = None
     for label, gen, n, dtype, device in common.cases(203, sizes=(1, 7, 64, 569)):
         x, y, w, b = common.neuron_batch(gen, n, dtype, device)
-        lr = round(0.3 + 4.0 * float(torch.rand((), generator=gen)), 2)  # never 1, so a missing η shows
+        lr = round(0.3 + 4.0 * float(torch.rand((), generator=gen)), 2)  # 2.56, 3.15, 2.42, 1.81: never 1, so a missing η shows
         case = f"{label}, lr = {lr}"
         w_expected, b_expected = sgd_step(x, y, w, b, lr)
         with common.reference_helpers(gd_step, STEP_HELPERS):
@@ -326,6 +327,12 @@ def _final_cost(x, y, w, b, case):
         if not isinstance(v, torch.Tensor) or v.numel() != 1 or not v.is_floating_point():
             common.fail(f"`fit` should return {p} as a 0-dim tensor, not {v!r:.60} ({case}).", kind="type",
                         gradient=p)
+        if v.dim() != 0:
+            common.fail(f"`fit` should return {p} as a 0-dim tensor, but it has shape {tuple(v.shape)} ({case}). "
+                        f"Start from the 0-dim w and b that fit is given, and keep them 0-dim.", kind="shape", gradient=p)
+        if v.dtype != x.dtype or v.device != x.device:
+            common.fail(f"`fit` returned {p} as {dtype_name(v.dtype)} on {v.device}; it should follow x: "
+                        f"{dtype_name(x.dtype)} on {x.device} ({case}).", kind="placement", gradient=p)
     # In the data's dtype, as the student's loop measured it when it decided to stop.
     return float(cost(x, y, w.detach().reshape(()).to(x), b.detach().reshape(()).to(x)))
 
