@@ -38,9 +38,36 @@ from .check import TOLERANCES, GradientError, compare
 from .reference import autograd_grads
 
 __all__ = [
-    "Add", "CaseResult", "CrossEntropy", "Diagnosis", "Dot", "Exercise", "Graph", "L2", "Linear", "MSE", "ReLU",
-    "Scale", "Sigmoid", "Sum", "Trace", "Variant", "informative_case", "locate",
+    "KINDS", "Add", "CaseResult", "CrossEntropy", "Diagnosis", "Dot", "Exercise", "Graph", "L2", "Linear", "MSE",
+    "ReLU", "Scale", "Sigmoid", "Sum", "Trace", "TraceNode", "Variant", "informative_case", "layer_helpers", "locate",
 ]
+
+#: The formula kinds this module names (gradlab.check's own kinds stay as they are: "sign", "factor", ...).
+KINDS = {
+    "wrong_point": "a local derivative evaluated at the wrong place (σ' of the pre-activation as z(1 − z), of the "
+                   "output, of the upstream gradient)",
+    "dropped": "a local derivative left out (σ', the input x, the weight W)",
+    "twice": "a local derivative applied twice",
+    "no_upstream": "the local derivative alone, not multiplied by the upstream gradient",
+    "sigmoid_part": "σ or 1 − σ in place of σ(1 − σ)",
+    "relu_slope": "ReLU's slope taken as x instead of 1",
+    "mask_upstream": "a ReLU mask taken from the upstream gradient's sign",
+    "mask_missing": "no ReLU mask",
+    "mask_inverted": "the ReLU mask inverted",
+    "mask_at_zero": "the ReLU mask x >= 0 instead of x > 0",
+    "other_activation": "another activation's derivative",
+    "softmax_axis": "the softmax over the wrong axis",
+    "softmax_diag": "only the diagonal of the softmax Jacobian",
+    "onehot_added": "the one-hot labels added instead of subtracted",
+    "onehot_missing": "the one-hot term left out",
+    "last_term": "an accumulation that keeps only the last term (`=` for `+=`)",
+    "wrong_factor": "a local factor that belongs elsewhere (dW for W, x in db, the other input column, w for x)",
+    "stale_input": "the first observation's input used for every term",
+    "error_term": "the prediction where the error (prediction − target) belongs",
+    "loss_for_grad": "the loss itself where its derivative belongs",
+    "reg_coeff": "a regularisation gradient with the wrong coefficient (the difference is a multiple of W)",
+    "penalty_value": "the penalty's value added instead of its gradient (a constant offset)",
+}
 
 # A variant is named only when it differs from the right answer on at least this many elements, over all the
 # cases tried together (for a single-number gradient: on this many cases).
@@ -579,6 +606,11 @@ class CaseResult:
 
     def failing(self):
         return [name for name, c in self.comparisons.items() if not c.ok]
+
+    @classmethod
+    def plain(cls, label, name, got, expected, inputs=None):
+        """One gradient of one case, compared, for a check with no declared computation (``informative_case``)."""
+        return cls(label, dict(inputs or {}), {name: got}, {name: expected}, {name: compare(name, got, expected)})
 
 
 @dataclass

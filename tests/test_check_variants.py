@@ -416,3 +416,21 @@ def test_compare_with_a_computation_of_several_gradients_grades_the_one_named():
     assert compare("dx", dout @ W.T, expected["dx"], computation=spec.exercise, inputs=inputs).ok
     with pytest.raises(KeyError):
         spec.exercise.only("dz")
+
+
+def test_informative_case_works_for_a_check_without_a_declared_computation():
+    results = []
+    for n in (1, 9, 4):
+        expected = torch.linspace(-1, 1, 3 * n).reshape(n, 3)
+        results.append(V.CaseResult.plain(f"n={n}", "dW", expected * 2, expected, inputs={"x": torch.ones(n, 2)}))
+    case = V.informative_case(results)
+    assert case.label == "n=9" and case.comparisons["dW"].kind == "factor"
+    assert V.informative_case([V.CaseResult.plain("right", "dW", torch.ones(2), torch.ones(2))]) is None
+
+
+def test_every_kind_a_variant_names_is_documented():
+    kinds = set()
+    for spec in SPECS.values():
+        _, inputs = spec.cases[-1]
+        kinds |= {variant.kind for variant, _, _ in spec.exercise.variant_values(inputs)}
+    assert kinds <= set(V.KINDS) and set(V.KINDS) == FORMULA_KINDS
