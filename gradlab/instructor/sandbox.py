@@ -116,19 +116,32 @@ def _system_binds():
 
 
 def _python_binds():
-    """The interpreter, its standard library and site-packages, and gradlab with its data, read-only.
-
-    The folders above them are made 0755 first: bubblewrap would otherwise copy a private parent's mode
-    (/root is 0700), and the kernel, no longer root, could not reach the interpreter."""
+    """The interpreter, its standard library and site-packages, and gradlab with its data, read-only."""
     places = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.exec_prefix), Path(sys.executable).resolve().parent}
     package = Path(gradlab.__file__).resolve().parent
     places |= {package, package.parent / "data"}
     tops = sorted(p for p in places if p.exists() and not any(p != o and o in p.parents for o in places))
-    parents = sorted({a for p in tops for a in p.parents if a != Path("/")} - set(tops), key=lambda a: len(a.parts))
-    binds = [arg for a in parents for arg in ("--perms", "0755", "--dir", str(a))]
-    for place in tops:
-        binds += ["--ro-bind", str(place), str(place)]
-    return binds
+    return [arg for place in tops for arg in ("--ro-bind", str(place), str(place))]
+
+
+MOUNTS = {"--ro-bind": 2, "--ro-bind-try": 2, "--bind": 2, "--dev-bind": 2, "--tmpfs": 1, "--symlink": 2}
+
+
+def _open_parents(args):
+    """Folders above every mount point, made 0755 first: bubblewrap makes the ones it needs 0700 (as root),
+    and the kernel, no longer root, could not reach the interpreter in /root/.pyenv or /etc/passwd."""
+    targets = []
+    i = 0
+    while i < len(args):
+        width = MOUNTS.get(args[i])
+        if width:
+            targets.append(Path(args[i + width]))
+            i += width
+        i += 1
+    mounted = set(targets)
+    parents = sorted({a for t in targets for a in t.parents if a != Path("/") and a not in mounted},
+                     key=lambda a: len(a.parts))
+    return [arg for a in parents for arg in ("--perms", "0755", "--dir", str(a))]
 
 
 class _UidLease:
@@ -182,6 +195,9 @@ class SandboxedKernelManager(AsyncKernelManager):
             for path in [self.private, *self.private.rglob("*")]:
                 os.chown(path, self.lease.uid, self.lease.uid, follow_symlinks=False)
         kw["cwd"] = str(self.private)
+        # The kernel's own messages (ipykernel's notes, a crash's last words) go to a log, not the grader's console.
+        self.log_file = open(self.private / "kernel.log", "wb")
+        kw["stdout"] = kw["stderr"] = self.log_file
         kw["env"] = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         kw["preexec_fn"] = functools.partial(_limits, self.sandbox.memory_limit_mb, self.sandbox.cpu_seconds,
                                              self.sandbox.max_processes, self.sandbox.max_file_mb, self.lease.uid)
@@ -231,6 +247,8 @@ class SandboxedKernelManager(AsyncKernelManager):
                     args += ["--ro-bind", str(Path(value).resolve()), value]
         for device in sorted(Path("/dev").glob("nvidia*")):
             args += ["--dev-bind", str(device), str(device)]
+        mounts = args[1:]
+        args = args[:1] + _open_parents(mounts) + mounts
         # Copy the student's files into the writable folder, then become the kernel (which gets PID 2).
         args += ["--chdir", HOME, "--", *_as_user(self.lease.uid), "/bin/sh", "-c",
                  f'mkdir -p "{work}" && cp -R /run/submission/. "{work}/" 2>/dev/null; cd "{work}" && exec "$@"', "sh"]
@@ -239,6 +257,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_cleanup_resources(self, restart=False):
         await super()._async_cleanup_resources(restart=restart)
         if not restart:
+            if getattr(self, "log_file", None) is not None:
+                self.log_file.close()
             if self.lease is not None:
                 self.lease.release()
             shutil.rmtree(self.private, ignore_errors=True)
