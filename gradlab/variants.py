@@ -1253,7 +1253,9 @@ def _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges):
                 own.setdefault(name, (op, err))
             continue
         for name, r in right.items():
-            got = out.get(name)
+            if name not in out:  # a helper that does not give this gradient says nothing about it
+                continue
+            got = out[name]
             if not _same(_f64(got) if isinstance(got, torch.Tensor) else got, r):
                 own.setdefault(name, (op, got))
     chain = {graph.root: torch.ones_like(values[graph.root])}  # the student's own whole backward pass

@@ -148,3 +148,26 @@ def test_the_trace_draws_itself(two_layer):
     assert isinstance(drawing, BackwardDrawing)
     assert "dz1" in drawing.svg and "ReLU mask is missing" in drawing.svg
     assert trace._repr_svg_() == drawing.svg
+
+
+def test_lesson_3_chain_with_the_students_local_derivatives():
+    """Lesson 3's helpers are local derivatives, not backward functions: each becomes one line of ``helpers``."""
+    spec = SPECS["L3.backward"]
+    graph = spec.exercise.graph
+    _, inputs = spec.cases[2]
+
+    def dJ_dsigma(s, y):
+        return 2 * (s - y) / s.shape[0]
+
+    def dsigma_dz(z):  # the slip: the output's form applied to the input
+        return z * (1 - z)
+
+    local = {
+        "J": lambda g, v: {"s": g * dJ_dsigma(v["s"], v["y"])},
+        "s": lambda g, v: {"z": g * dsigma_dz(v["z"])},
+        "z": lambda g, v: {"w": (g * v["x"]).sum(), "b": (g * torch.ones_like(v["x"])).sum()},
+    }
+    trace = V.locate(graph, inputs, helpers=local)
+    assert trace.first == "z" and trace.diagnosis.kind == "wrong_point"
+    assert statuses(trace) == {"J": "right", "s": "right", "z": "wrong", "w": "consequence", "b": "consequence"}
+    assert [n.label for n in trace.nodes] == ["J", "∂J/∂σ", "∂J/∂z", "∂J/∂w", "∂J/∂b"]

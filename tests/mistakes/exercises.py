@@ -164,7 +164,7 @@ def _l1():
 
 
 def _neuron_graph(notation):
-    return Graph(Scale("z", "w", "x", "b"), Sigmoid("s", "z"), MSE("J", "s", "y"), notation=notation,
+    return Graph(Scale("z", "w", "x", "b"), Sigmoid("s", "z"), MSE("J", "s", "y"), notation=notation, data=("x",),
                  grad_notation={"s": f"∂J/∂{notation.get('s', 'σ')}"})
 
 
