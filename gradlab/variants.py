@@ -828,7 +828,9 @@ class Exercise:
         """
         results = []
         for label, inputs in cases:
-            results.append(self.compare_case(label, inputs, answer(**inputs)))
+            kept = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+            expected = self.expected(kept)  # before the student's code runs: it may change its inputs in place
+            results.append(self.compare_case(label, kept, answer(**inputs), expected))
         if all(r.ok for r in results):
             if each is not None:
                 for r in results:

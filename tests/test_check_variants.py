@@ -434,3 +434,15 @@ def test_every_kind_a_variant_names_is_documented():
         _, inputs = spec.cases[-1]
         kinds |= {variant.kind for variant, _, _ in spec.exercise.variant_values(inputs)}
     assert kinds <= set(V.KINDS) and set(V.KINDS) == FORMULA_KINDS
+
+
+def test_an_answer_that_changes_its_inputs_in_place_is_judged_on_the_inputs_it_was_given():
+    spec = SPECS["L5.relu_backward"]
+
+    def relu_backward(dout, x):
+        dout *= (x > 0)  # right values, but dout is changed in place
+        x.zero_()
+        return dout
+
+    spec.exercise.check(lambda x, dout: relu_backward(dout, x), [(l, {k: v.clone() for k, v in i.items()})
+                                                                 for l, i in spec.cases])
