@@ -1,212 +1,917 @@
-"""The hidden checks of lesson 7 pass the reference solutions and fail typical mistakes with a useful message."""
+"""The hidden checks of lesson 7 accept every right answer (the lesson's own solution cells and unusual valid code) and
+refuse each class of wrong answer with a message that names the real mistake.
+
+A "student notebook" here is the lesson's solution cells run in a namespace of their own, then a few lines of a
+student's code that redefine some functions (``notebook(...)``): composites such as ``backward`` then call the helpers
+of that namespace, as they would in a student's kernel.
+"""
+import ast
+import functools
+import textwrap
+
+import nbformat
 import pytest
 import torch
-import torch.nn.functional as F
 
-from gradlab.grading import lesson07
-from gradlab.training import minibatches
+from course import NOTEBOOKS, solution_namespace
+from grading_modes import both
+from gradlab.grading import lesson07, mnist_run
 
-
-# Reference solutions, as in the lesson's solution cells.
-def linear_forward(x, W, b):
-    return x @ W + b, (x, W)
+NOTEBOOK = "07-mnist-by-hand/mnist-by-hand.ipynb"
 
 
-def linear_backward(dout, cache):
-    x, W = cache
-    return dout @ W.T, x.T @ dout, dout.sum(dim=0)
+def notebook(source=""):
+    """The lesson's solutions, then ``source`` run in the same namespace (it may redefine any function)."""
+    ns = solution_namespace(NOTEBOOK)
+    exec(textwrap.dedent(source), ns)
+    return ns
 
 
-def relu_forward(x):
-    out = x.clamp(min=0)
-    return out, out > 0
+@functools.lru_cache(maxsize=1)
+def _solutions():
+    return notebook()
 
 
-def relu_backward(dout, cache):
-    return dout * cache
+def solution(name):
+    return _solutions()[name]
 
 
-def softmax_cross_entropy(logits, labels):
-    n = logits.shape[0]
-    shifted = logits - logits.max(dim=1, keepdim=True).values
-    log_probs = shifted - shifted.exp().sum(dim=1, keepdim=True).log()
-    one_hot = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
-    return -(one_hot * log_probs).sum() / n, (log_probs.exp() - one_hot) / n
+def fails(check, *fns, kind=None, match=()):
+    """The check fails both ways with the same message; that message contains every string in ``match``."""
+    err, verdict = both(check, *fns)
+    assert err is not None, f"{check.check_name} passed a wrong answer"
+    message = str(err)
+    for text in (match if isinstance(match, (tuple, list)) else (match,)):
+        assert text in message, f"{text!r} not in:\n{message}"
+    if kind is not None:
+        assert err.kind == kind, f"kind {err.kind!r}, expected {kind!r}:\n{message}"
+    return message
 
 
-def forward(params, X):
-    z1, c1 = linear_forward(X, params["W1"], params["b1"])
-    a1, r1 = relu_forward(z1)
-    z2, c2 = linear_forward(a1, params["W2"], params["b2"])
-    a2, r2 = relu_forward(z2)
-    logits, c3 = linear_forward(a2, params["W3"], params["b3"])
-    return logits, (c1, r1, c2, r2, c3)
+def passes(check, *fns):
+    """The check passes both ways; returns the notes it gave."""
+    err, verdict = both(check, *fns)
+    assert err is None, str(err)
+    return verdict.notes
 
 
-def backward(dlogits, caches):
-    c1, r1, c2, r2, c3 = caches
-    grads = {}
-    da2, grads["W3"], grads["b3"] = linear_backward(dlogits, c3)
-    da1, grads["W2"], grads["b2"] = linear_backward(relu_backward(da2, r2), c2)
-    dz1 = relu_backward(da1, r1)
-    x, _ = c1
-    grads["W1"], grads["b1"] = x.T @ dz1, dz1.sum(dim=0)
-    return grads
+# --------------------------------------------------------------------------- the lesson's own solutions
+SOLUTION_CHECKS = [
+    (lesson07.check_linear_forward, ["linear_forward"]),
+    (lesson07.check_linear_backward, ["linear_forward", "linear_backward"]),
+    (lesson07.check_relu_forward, ["relu_forward"]),
+    (lesson07.check_relu_backward, ["relu_forward", "relu_backward"]),
+    (lesson07.check_log_softmax_backward, ["log_softmax_backward"]),
+    (lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"]),
+    (lesson07.check_forward, ["forward"]),
+    (lesson07.check_backward, ["forward", "backward"]),
+    (lesson07.check_sgd_step, ["sgd_step"]),
+    (lesson07.check_momentum_weights, ["momentum_weights"]),
+    (lesson07.check_backward_and_step, ["backward_and_step"]),
+    (lesson07.check_train_epoch, ["train_epoch"]),
+]
 
 
-def sgd_step(params, grads, velocity, lr, momentum):
-    for name, p in params.items():
-        velocity[name].mul_(momentum).add_(grads[name])
-        p.sub_(lr * velocity[name])
+@pytest.mark.parametrize("check, names", SOLUTION_CHECKS, ids=[c.check_name for c, _ in SOLUTION_CHECKS])
+def test_the_lessons_solutions_pass_on_their_own(check, names):
+    """No note: a composite of the solutions passes with its own helpers, not thanks to the grader's."""
+    assert passes(check, *(solution(n) for n in names)) == []
 
 
-def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
-    total_loss = torch.zeros((), dtype=X.dtype, device=X.device)
-    for idx in minibatches(len(X), batch_size, generator, X.device):
-        logits, caches = forward(params, X[idx])
-        loss, dlogits = softmax_cross_entropy(logits, y[idx])
-        sgd_step(params, backward(dlogits, caches), velocity, lr, momentum)
-        total_loss += loss * len(idx)
-    return total_loss.item() / len(X)
+# --------------------------------------------------------------------------- autograd is refused
+AUTOGRAD_LOSS = {
+    ".backward()": """
+        def softmax_cross_entropy(logits, labels):
+            z = logits.detach().clone().requires_grad_()
+            loss = F.cross_entropy(z, labels)
+            loss.backward()
+            return loss.detach(), z.grad
+    """,
+    "torch.autograd.grad": """
+        def softmax_cross_entropy(logits, labels):
+            z = logits.detach().clone()
+            z.requires_grad = True
+            loss = F.cross_entropy(z, labels)
+            return loss.detach(), torch.autograd.grad(loss, z)[0]
+    """,
+    "a saved reference": """
+        _grad = torch.autograd.grad
+
+        def softmax_cross_entropy(logits, labels):
+            z = torch.tensor(logits.tolist(), dtype=logits.dtype, device=logits.device, requires_grad=True)
+            loss = F.cross_entropy(z, labels)
+            return loss.detach(), _grad(loss, z)[0]
+    """,
+    "nn.Parameter": """
+        def softmax_cross_entropy(logits, labels):
+            z = torch.nn.Parameter(logits.detach().clone())
+            loss = F.cross_entropy(z, labels)
+            loss.backward()
+            return loss.detach(), z.grad
+    """,
+    "torch.func.grad": """
+        def softmax_cross_entropy(logits, labels):
+            loss_of = lambda z: F.cross_entropy(z, labels)
+            return loss_of(logits), torch.func.grad(loss_of)(logits)
+    """,
+}
+
+AUTOGRAD_EPOCH = {
+    ".backward()": """
+        def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
+            total = 0.0
+            for idx in minibatches(len(X), batch_size, generator, X.device):
+                ps = {k: p.detach().clone().requires_grad_() for k, p in params.items()}
+                h = torch.relu(torch.relu(X[idx] @ ps["W1"] + ps["b1"]) @ ps["W2"] + ps["b2"])
+                loss = F.cross_entropy(h @ ps["W3"] + ps["b3"], y[idx])
+                loss.backward()
+                sgd_step(params, {k: p.grad for k, p in ps.items()}, velocity, lr, momentum)
+                total += loss.item() * len(idx)
+            return total / len(X)
+    """,
+    "torch.autograd.grad with a saved reference": """
+        _grad = torch.autograd.grad
+
+        def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
+            total = 0.0
+            for idx in minibatches(len(X), batch_size, generator, X.device):
+                ps = {k: torch.zeros_like(p, requires_grad=True) for k, p in params.items()}
+                with torch.no_grad():
+                    for k in ps:
+                        ps[k].copy_(params[k])
+                h = torch.relu(torch.relu(X[idx] @ ps["W1"] + ps["b1"]) @ ps["W2"] + ps["b2"])
+                loss = F.cross_entropy(h @ ps["W3"] + ps["b3"], y[idx])
+                grads = dict(zip(ps, _grad(loss, list(ps.values()))))
+                sgd_step(params, grads, velocity, lr, momentum)
+                total += loss.item() * len(idx)
+            return total / len(X)
+    """,
+    "torch.func.grad": """
+        def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
+            total = 0.0
+            for idx in minibatches(len(X), batch_size, generator, X.device):
+                def loss_of(ps):
+                    h = torch.relu(torch.relu(X[idx] @ ps["W1"] + ps["b1"]) @ ps["W2"] + ps["b2"])
+                    return F.cross_entropy(h @ ps["W3"] + ps["b3"], y[idx])
+                total += loss_of(params).item() * len(idx)
+                sgd_step(params, torch.func.grad(loss_of)(dict(params)), velocity, lr, momentum)
+            return total / len(X)
+    """,
+}
 
 
-def test_reference_solutions_pass():
-    lesson07.check_linear_forward(linear_forward)
-    lesson07.check_linear_backward(linear_forward, linear_backward)
-    lesson07.check_relu_forward(relu_forward)
-    lesson07.check_relu_backward(relu_forward, relu_backward)
-    lesson07.check_softmax_cross_entropy(softmax_cross_entropy)
-    lesson07.check_forward(forward)
-    lesson07.check_backward(forward, backward)
-    lesson07.check_sgd_step(sgd_step)
-    lesson07.check_train_epoch(train_epoch)
+@pytest.mark.parametrize("how", AUTOGRAD_LOSS)
+def test_a_loss_gradient_by_autograd_fails(how):
+    message = fails(lesson07.check_softmax_cross_entropy, notebook(AUTOGRAD_LOSS[how])["softmax_cross_entropy"],
+                    kind="autograd", match=["`softmax_cross_entropy` used autograd", "derived by hand",
+                                            "the mistake is in `softmax_cross_entropy` itself"])
+    assert "not written" not in message
 
 
-def test_backward_through_the_first_layer_input_passes_too():
-    def backward_with_dx(dlogits, caches):
-        c1, r1, c2, r2, c3 = caches
-        grads = {}
-        da2, grads["W3"], grads["b3"] = linear_backward(dlogits, c3)
-        da1, grads["W2"], grads["b2"] = linear_backward(relu_backward(da2, r2), c2)
-        _, grads["W1"], grads["b1"] = linear_backward(relu_backward(da1, r1), c1)
-        return grads
-    lesson07.check_backward(forward, backward_with_dx)
+@pytest.mark.parametrize("how", AUTOGRAD_EPOCH)
+def test_a_training_epoch_with_autograd_fails(how):
+    fails(lesson07.check_train_epoch, notebook(AUTOGRAD_EPOCH[how])["train_epoch"], kind="autograd",
+          match=["`train_epoch` used autograd", "the mistake is in `train_epoch` itself"])
 
 
-@pytest.mark.parametrize("wrong, name", [
-    (lambda dout, c: (dout @ c[1].T, dout.T @ c[0], dout.sum(0)), "dW"),  # transposed
-    (lambda dout, c: (dout @ c[1].T, c[0].T @ dout, dout), "db"),  # no sum over the batch
-    (lambda dout, c: (dout @ c[1].T, c[0].T @ dout / len(dout), dout.sum(0)), "dW"),  # a stray 1/N
-    (lambda dout, c: (-(dout @ c[1].T), c[0].T @ dout, dout.sum(0)), "dx"),  # sign
+def test_autograd_in_a_helper_costs_the_helper_and_not_the_epoch():
+    ns = notebook(AUTOGRAD_LOSS["torch.autograd.grad"])
+    fails(lesson07.check_softmax_cross_entropy, ns["softmax_cross_entropy"], kind="autograd")
+    notes = passes(lesson07.check_train_epoch, ns["train_epoch"])
+    assert len(notes) == 1 and "Fix `softmax_cross_entropy`" in notes[0] and "used autograd" in notes[0]
+
+
+@pytest.mark.parametrize("check, name, source", [
+    (lesson07.check_log_softmax_backward, "log_softmax_backward", """
+        def log_softmax_backward(dlogp, logp):
+            z = logp.detach().clone().requires_grad_()
+            return torch.autograd.grad((torch.log_softmax(z, dim=1) * dlogp).sum(), z)[0]
+    """),
+    (lesson07.check_momentum_weights, "momentum_weights", """
+        def momentum_weights(steps, momentum):
+            p = torch.zeros(steps, dtype=torch.float64, requires_grad=True)
+            opt = torch.optim.SGD([p], lr=1.0, momentum=momentum)
+            return p
+    """),
 ])
-def test_linear_backward_mistakes_fail(wrong, name):
-    with pytest.raises(AssertionError, match=name):
-        lesson07.check_linear_backward(linear_forward, wrong)
+def test_autograd_in_the_new_exercises_fails(check, name, source):
+    fails(check, notebook(source)[name], kind="autograd", match=f"`{name}` used autograd")
 
 
-def test_a_wrong_forward_is_caught_before_its_backward():
-    with pytest.raises(AssertionError, match="linear_forward output"):
-        lesson07.check_linear_backward(lambda x, W, b: (x @ W, (x, W)), linear_backward)
+def test_backward_by_autograd_fails():
+    ns = notebook("""
+        def backward(dlogits, caches):
+            X, params = caches
+            ps = {k: p.detach().clone().requires_grad_() for k, p in params.items()}
+            h = torch.relu(torch.relu(X @ ps["W1"] + ps["b1"]) @ ps["W2"] + ps["b2"])
+            ((h @ ps["W3"] + ps["b3"]) * dlogits).sum().backward()
+            return {k: p.grad for k, p in ps.items()}
+
+        _forward = forward
+
+        def forward(params, X):
+            return _forward(params, X)[0], (X, params)
+    """)
+    fails(lesson07.check_backward, ns["forward"], ns["backward"], kind="autograd", match="`backward` used autograd")
 
 
-def test_relu_mistakes_fail():
-    with pytest.raises(AssertionError, match="relu_forward output"):
-        lesson07.check_relu_forward(lambda x: (x.abs(), x))
-    with pytest.raises(AssertionError, match="dx"):
-        lesson07.check_relu_backward(lambda x: (x.clamp(min=0), x), lambda dout, x: dout * x.clamp(min=0))
-    with pytest.raises(AssertionError, match="dx"):
-        lesson07.check_relu_backward(relu_forward, lambda dout, mask: dout)
+# --------------------------------------------------------------------------- inputs changed in place
+@pytest.mark.parametrize("check, names, source, changed", [
+    (lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_backward(dout, cache):
+            dout[~cache] = 0
+            return dout
+    """, "dout"),
+    (lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_backward(dout, cache):
+            return dout.mul_(cache)
+    """, "dout"),
+    (lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_backward(dout, cache):
+            x, W = cache
+            dout *= 2
+            return dout @ W.T / 2, x.T @ dout / 2, dout.sum(dim=0) / 2
+    """, "dout"),
+    (lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            dlogp -= logp.exp() * dlogp.sum(dim=1, keepdim=True)
+            return dlogp
+    """, "dlogp"),
+    (lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            logits -= logits.max(dim=1, keepdim=True).values
+            log_probs = logits - logits.exp().sum(dim=1, keepdim=True).log()
+            one_hot = F.one_hot(labels, C).to(logits.dtype)
+            return -(one_hot * log_probs).sum() / B, (log_probs.exp() - one_hot) / B
+    """, "logits"),
+    (lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
 
+        def softmax_cross_entropy(logits, labels):
+            loss, dlogits = _solution(logits, labels)
+            logits.div_(len(logits))
+            return loss, dlogits
+    """, "logits"),
+    (lesson07.check_backward, ["forward", "backward"], """
+        _solution = backward
 
-@pytest.mark.parametrize("wrong, name", [
-    (lambda z, y: (softmax_cross_entropy(z, y)[0], softmax_cross_entropy(z, y)[1] * len(z)), "dlogits"),
-    (lambda z, y: (softmax_cross_entropy(z, y)[0] * len(z), softmax_cross_entropy(z, y)[1]), "loss"),
-    (lambda z, y: (F.cross_entropy(z, y), (z.exp() / z.exp().sum(1, keepdim=True) - F.one_hot(y, z.shape[1])) / len(z)),
-     "dlogits"),
-    (lambda z, y: softmax_cross_entropy(z, y)[1], "should return a pair"),
+        def backward(dlogits, caches):
+            grads = _solution(dlogits, caches)
+            dlogits.zero_()
+            return grads
+    """, "dlogits"),
+    (lesson07.check_sgd_step, ["sgd_step"], """
+        def sgd_step(params, grads, velocity, lr, momentum):
+            for name, p in params.items():
+                g = grads[name]
+                g.add_(velocity[name], alpha=momentum)
+                velocity[name] = g
+                p.sub_(lr * g)
+    """, "grads['W1']"),
+    (lesson07.check_train_epoch, ["train_epoch"], """
+        _solution = train_epoch
+
+        def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
+            X /= 1 + X.abs().max()
+            return _solution(params, velocity, X, y, batch_size, lr, momentum, generator)
+    """, "X"),
 ])
-def test_softmax_cross_entropy_mistakes_fail(wrong, name):
-    with pytest.raises(AssertionError, match=name):
-        lesson07.check_softmax_cross_entropy(wrong)
+def test_changing_an_input_in_place_fails_naming_it(check, names, source, changed):
+    ns = notebook(source)
+    fails(check, *(ns[n] for n in names), kind="changed input", match=f"changed its input `{changed}` in place")
 
 
-def test_forward_mistakes_fail():
-    def relu_on_logits(params, X):
-        logits, caches = forward(params, X)
-        return logits.clamp(min=0), caches
-    with pytest.raises(AssertionError, match="forward output"):
-        lesson07.check_forward(relu_on_logits)
+# --------------------------------------------------------------------------- right answers, unusual ones included
+RIGHT = [
+    (lesson07.check_linear_forward, ["linear_forward"], """
+        def linear_forward(x, W, b):
+            return torch.addmm(b, x, W), {"x": x, "W": W}
+    """),
+    (lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_forward(x, W, b):
+            return F.linear(x, W.T, b), (x.clone(), W.clone(), b.clone())
+
+        def linear_backward(dout, cache):
+            x, W, b = cache
+            return torch.einsum("bo,io->bi", dout, W), torch.einsum("bi,bo->io", x, dout), dout.sum(dim=0)
+    """),
+    (lesson07.check_relu_forward, ["relu_forward"], """
+        def relu_forward(x):
+            return torch.where(x > 0, x, torch.zeros_like(x)), x
+    """),
+    (lesson07.check_relu_forward, ["relu_forward"], """
+        def relu_forward(x):
+            return x * (x > 0), x > 0
+    """),
+    (lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_forward(x):
+            return x.clamp(min=0), x
+
+        def relu_backward(dout, cache):
+            dx = dout.clone()
+            dx[cache <= 0] = 0
+            return dx
+    """),
+    (lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_forward(x):
+            out = x.clamp(min=0)
+            return out, out
+
+        def relu_backward(dout, cache):
+            return torch.where(cache > 0, dout, 0.0)
+    """),
+    (lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            p = torch.softmax(logp, dim=1)
+            jacobian = torch.eye(logp.shape[1], dtype=logp.dtype, device=logp.device) - p[:, None, :]
+            return torch.einsum("bk,bkj->bj", dlogp, jacobian)
+    """),
+    (lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        def softmax_cross_entropy(logits, labels):
+            B = len(logits)
+            logp = torch.log_softmax(logits, dim=1)
+            rows = torch.arange(B, device=logits.device)
+            dlogits = logp.exp()
+            dlogits[rows, labels] -= 1
+            dlogits /= B
+            return -logp[rows, labels].mean(), dlogits
+    """),
+    (lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            logp = F.log_softmax(logits, dim=1)
+            one_hot = F.one_hot(labels, C).to(logits.dtype)
+            return F.cross_entropy(logits, labels), log_softmax_backward(-one_hot / B, logp)
+    """),
+    (lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            shifted = logits - logits.max(dim=1, keepdim=True).values
+            p = shifted.exp() / shifted.exp().sum(dim=1, keepdim=True)
+            right = torch.arange(C, device=logits.device)[None, :] == labels[:, None]
+            log_p = shifted - shifted.exp().sum(dim=1, keepdim=True).log()
+            return -torch.where(right, log_p, 0.0).sum() / B, torch.where(right, p - 1, p) / B
+    """),
+    (lesson07.check_forward, ["forward"], """
+        def forward(params, X):
+            h = (X @ params["W1"] + params["b1"]).clamp(min=0)
+            h = (h @ params["W2"] + params["b2"]).clamp(min=0)
+            return h @ params["W3"] + params["b3"], None
+    """),
+    (lesson07.check_backward, ["forward", "backward"], """
+        def forward(params, X):
+            caches = {}
+            z1, caches["linear1"] = linear_forward(X, params["W1"], params["b1"])
+            a1, caches["relu1"] = relu_forward(z1)
+            z2, caches["linear2"] = linear_forward(a1, params["W2"], params["b2"])
+            a2, caches["relu2"] = relu_forward(z2)
+            logits, caches["linear3"] = linear_forward(a2, params["W3"], params["b3"])
+            return logits, caches
+
+        def backward(dlogits, caches):
+            grads = {"dlogits": dlogits.clone()}
+            da2, grads["W3"], grads["b3"] = linear_backward(dlogits, caches["linear3"])
+            da1, grads["W2"], grads["b2"] = linear_backward(relu_backward(da2, caches["relu2"]), caches["linear2"])
+            _, grads["W1"], grads["b1"] = linear_backward(relu_backward(da1, caches["relu1"]), caches["linear1"])
+            return grads
+    """),
+    (lesson07.check_sgd_step, ["sgd_step"], """
+        def sgd_step(params, grads, velocity, lr, momentum):
+            for k in params:
+                velocity[k] = momentum * velocity[k] + grads[k]
+                params[k] -= lr * velocity[k]
+    """),
+    (lesson07.check_sgd_step, ["sgd_step"], """
+        def sgd_step(params, grads, velocity, lr, momentum):
+            names = list(params)
+            torch._foreach_mul_([velocity[k] for k in names], momentum)
+            torch._foreach_add_([velocity[k] for k in names], [grads[k] for k in names])
+            torch._foreach_add_([params[k] for k in names], [velocity[k] for k in names], alpha=-lr)
+    """),
+    (lesson07.check_momentum_weights, ["momentum_weights"], """
+        def momentum_weights(steps, momentum):
+            weights = []
+            for s in range(steps):
+                weights = [w * momentum for w in weights] + [1.0]
+            return torch.tensor(weights, dtype=torch.float64)
+    """),
+    (lesson07.check_backward_and_step, ["backward_and_step"], """
+        def backward_and_step(params, X, y, lr):
+            logits, caches = forward(params, X)
+            loss, dz3 = softmax_cross_entropy(logits, y)
+            c1, r1, c2, r2, c3 = caches
+            g = {"z3": dz3}
+            g["a2"], g["W3"], g["b3"] = linear_backward(dz3, c3)
+            g["z2"] = relu_backward(g["a2"], r2)
+            g["a1"], g["W2"], g["b2"] = linear_backward(g["z2"], c2)
+            g["z1"] = relu_backward(g["a1"], r1)
+            _, g["W1"], g["b1"] = linear_backward(g["z1"], c1)
+            for k in ("W1", "b1", "W2", "b2", "W3", "b3"):
+                params[k].sub_(lr * g[k])
+            return g
+    """),
+    (lesson07.check_train_epoch, ["train_epoch"], """
+        def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
+            total_loss = 0.0
+            for idx in minibatches(len(X), batch_size, generator, X.device):
+                logits, caches = forward(params, X[idx])
+                loss, dlogits = softmax_cross_entropy(logits, y[idx])
+                grads = backward(dlogits, caches)
+                sgd_step(params, grads, velocity, lr, momentum)
+                total_loss += loss.item() * len(idx)
+            return total_loss / len(X)
+    """),
+]
 
 
-@pytest.mark.parametrize("mistake, name", [("no mask in layer 2", "dW2"), ("no mask in layer 1", "dW1"), ("missing key", "b1")])
-def test_backward_mistakes_fail(mistake, name):
-    def wrong(dlogits, caches):
-        c1, r1, c2, r2, c3 = caches
-        grads = backward(dlogits, caches)
-        da2, _, _ = linear_backward(dlogits, c3)
-        if mistake == "no mask in layer 2":
-            grads["W2"] = c2[0].T @ da2
-        elif mistake == "no mask in layer 1":
-            da1, _, _ = linear_backward(relu_backward(da2, r2), c2)
-            grads["W1"] = c1[0].T @ da1
-        else:
+@pytest.mark.parametrize("check, names, source", RIGHT, ids=[f"{c.check_name}-{i}" for i, (c, _, _) in enumerate(RIGHT)])
+def test_unusual_right_answers_pass(check, names, source):
+    ns = notebook(source)
+    assert passes(check, *(ns[n] for n in names)) == []
+
+
+# --------------------------------------------------------------------------- wrong answers, one per class of hole
+WRONG = [
+    # linear
+    ("float32 for float64 inputs", lesson07.check_linear_forward, ["linear_forward"], """
+        def linear_forward(x, W, b):
+            return (x @ W + b).float(), (x, W)
+    """, "placement", "it should follow the inputs"),
+    ("no bias", lesson07.check_linear_forward, ["linear_forward"], """
+        def linear_forward(x, W, b):
+            return x @ W, (x, W)
+    """, None, "linear_forward output is wrong"),
+    ("dW transposed", lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_backward(dout, cache):
+            x, W = cache
+            return dout @ W.T, (dout.T @ x).T.T, dout.sum(dim=0)
+    """, None, "dW is wrong"),
+    ("db not summed over the batch", lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_backward(dout, cache):
+            x, W = cache
+            return dout @ W.T, x.T @ dout, dout
+    """, None, "db"),
+    ("a stray 1/B", lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_backward(dout, cache):
+            x, W = cache
+            return dout @ W.T, x.T @ dout / len(dout), dout.sum(dim=0)
+    """, "factor", "dW is wrong"),
+    ("dx with the wrong sign", lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_backward(dout, cache):
+            x, W = cache
+            return -(dout @ W.T), x.T @ dout, dout.sum(dim=0)
+    """, "sign", "dx is wrong"),
+    # relu
+    ("relu as abs", lesson07.check_relu_forward, ["relu_forward"], """
+        def relu_forward(x):
+            return x.abs(), x
+    """, None, "relu_forward output is wrong"),
+    ("mask x >= 0", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_forward(x):
+            return x.clamp(min=0), x
+
+        def relu_backward(dout, cache):
+            return dout * (cache >= 0)
+    """, None, "not where x >= 0"),
+    ("no mask", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_backward(dout, cache):
+            return dout.clone()
+    """, None, "dx is wrong"),
+    ("float32 mask product", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_backward(dout, cache):
+            return (dout * cache).float()
+    """, "placement", "dx has the right values"),
+    # log-softmax backward
+    ("the row sum forgotten", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            return dlogp.clone()
+    """, None, "That is dlogp itself"),
+    ("only the Jacobian's diagonal", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            return dlogp * (1 - logp.exp())
+    """, None, "dz is wrong"),
+    ("sum over the batch instead of the row", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            return dlogp - logp.exp() * dlogp.sum(dim=0, keepdim=True)
+    """, None, "dz is wrong"),
+    # the loss
+    ("one maximum for the whole batch", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            shifted = logits - logits.max()
+            log_probs = shifted - shifted.exp().sum(dim=1, keepdim=True).log()
+            one_hot = F.one_hot(labels, C).to(logits.dtype)
+            return -(one_hot * log_probs).sum() / B, (log_probs.exp() - one_hot) / B
+    """, None, ["rows near +400 and -400", "each row's own maximum"]),
+    ("no shift at all", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            p = logits.exp() / logits.exp().sum(dim=1, keepdim=True)
+            one_hot = F.one_hot(labels, C).to(logits.dtype)
+            return -(one_hot * p.log()).sum() / B, (p - one_hot) / B
+    """, None, "each row's own maximum"),
+    ("the sum instead of the mean", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            loss, dlogits = _solution(logits, labels)
+            return loss * len(logits), dlogits
+    """, None, "the sum over the rows"),
+    ("the gradient without 1/B", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            loss, dlogits = _solution(logits, labels)
+            return loss, dlogits * len(logits)
+    """, "factor", "dlogits is wrong"),
+    ("a float32 loss for float64 logits", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            loss, dlogits = _solution(logits, labels)
+            return loss.float(), dlogits
+    """, "placement", "loss has the right values"),
+    ("a Python float as the loss", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            loss, dlogits = _solution(logits, labels)
+            return loss.item(), dlogits
+    """, "type", "loss should be a tensor"),
+    ("only dlogits returned", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            return _solution(logits, labels)[1]
+    """, "not a pair", "should return a pair"),
+    # the network
+    ("ReLU on the logits", lesson07.check_forward, ["forward"], """
+        _solution = forward
+
+        def forward(params, X):
+            logits, caches = _solution(params, X)
+            return logits.clamp(min=0), caches
+    """, None, "forward output is wrong"),
+    ("no mask in layer 2", lesson07.check_backward, ["forward", "backward"], """
+        def backward(dlogits, caches):
+            c1, r1, c2, r2, c3 = caches
+            grads = {}
+            da2, grads["W3"], grads["b3"] = linear_backward(dlogits, c3)
+            da1, grads["W2"], grads["b2"] = linear_backward(da2, c2)
+            _, grads["W1"], grads["b1"] = linear_backward(relu_backward(da1, r1), c1)
+            return grads
+    """, None, ["dW2 is wrong", "the mistake is in `backward` itself"]),
+    ("a missing key", lesson07.check_backward, ["forward", "backward"], """
+        _solution = backward
+
+        def backward(dlogits, caches):
+            grads = _solution(dlogits, caches)
             del grads["b1"]
-        return grads
-    with pytest.raises(AssertionError, match=name):
-        lesson07.check_backward(forward, wrong)
+            return grads
+    """, "missing key", "missing: b1"),
+    ("a hard-coded answer", lesson07.check_backward, ["forward", "backward"], """
+        def backward(dlogits, caches):
+            return {k: torch.zeros(3, 3) if k.startswith("W") else torch.zeros(3) for k in ("W1", "b1", "W2", "b2", "W3", "b3")}
+    """, None, "dW3"),
+    ("float32 gradients for float64", lesson07.check_backward, ["forward", "backward"], """
+        _solution = backward
+
+        def backward(dlogits, caches):
+            return {k: g.float() for k, g in _solution(dlogits, caches).items()}
+    """, "placement", "dW3 has the right values"),
+    # the update
+    ("momentum ignored", lesson07.check_sgd_step, ["sgd_step"], """
+        def sgd_step(params, grads, velocity, lr, momentum):
+            for k, p in params.items():
+                velocity[k] = grads[k].clone()
+                p.sub_(lr * grads[k])
+    """, None, "velocity['W3'] after the step is wrong"),
+    ("the step with the old velocity", lesson07.check_sgd_step, ["sgd_step"], """
+        def sgd_step(params, grads, velocity, lr, momentum):
+            for k, p in params.items():
+                p.sub_(lr * velocity[k])
+                velocity[k].mul_(momentum).add_(grads[k])
+    """, None, "velocity from before the update"),
+    ("the step along the gradient", lesson07.check_sgd_step, ["sgd_step"], """
+        def sgd_step(params, grads, velocity, lr, momentum):
+            for k, p in params.items():
+                velocity[k].mul_(momentum).add_(grads[k])
+                p.sub_(lr * grads[k])
+    """, None, "step without momentum"),
+    ("the wrong sign", lesson07.check_sgd_step, ["sgd_step"], """
+        def sgd_step(params, grads, velocity, lr, momentum):
+            for k, p in params.items():
+                velocity[k].mul_(momentum).add_(grads[k])
+                p.add_(lr * velocity[k])
+    """, None, ["params['W3'] after the step is wrong", "That step goes uphill"]),
+    ("a dampened velocity", lesson07.check_sgd_step, ["sgd_step"], """
+        def sgd_step(params, grads, velocity, lr, momentum):
+            for k, p in params.items():
+                velocity[k].mul_(momentum).add_((1 - momentum) * grads[k])
+                p.sub_(lr * velocity[k])
+    """, None, "velocity['W3'] after the step is wrong"),
+    ("new parameter tensors", lesson07.check_sgd_step, ["sgd_step"], """
+        def sgd_step(params, grads, velocity, lr, momentum):
+            for k in params:
+                velocity[k] = momentum * velocity[k] + grads[k]
+                params[k] = params[k] - lr * velocity[k]
+    """, "not in place", "Update each parameter in place"),
+    ("momentum's weights reversed", lesson07.check_momentum_weights, ["momentum_weights"], """
+        def momentum_weights(steps, momentum):
+            return momentum ** torch.arange(steps, dtype=torch.float64)
+    """, None, "The order is reversed"),
+    ("momentum's weights as an average", lesson07.check_momentum_weights, ["momentum_weights"], """
+        def momentum_weights(steps, momentum):
+            return (1 - momentum) * momentum ** torch.arange(steps - 1, -1, -1, dtype=torch.float64)
+    """, None, "momentum weights is wrong"),
+    ("momentum's weights one power too high", lesson07.check_momentum_weights, ["momentum_weights"], """
+        def momentum_weights(steps, momentum):
+            return momentum ** torch.arange(steps, 0, -1, dtype=torch.float64)
+    """, None, "momentum weights is wrong"),
+    ("momentum's weights in float32", lesson07.check_momentum_weights, ["momentum_weights"], """
+        def momentum_weights(steps, momentum):
+            return momentum ** torch.arange(steps - 1, -1, -1, dtype=torch.float32)
+    """, "placement", "momentum weights has the right values"),
+    # training
+    ("the loss times the nominal batch size", lesson07.check_train_epoch, ["train_epoch"], """
+        def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
+            total_loss = torch.zeros((), dtype=X.dtype, device=X.device)
+            for idx in minibatches(len(X), batch_size, generator, X.device):
+                logits, caches = forward(params, X[idx])
+                loss, dlogits = softmax_cross_entropy(logits, y[idx])
+                sgd_step(params, backward(dlogits, caches), velocity, lr, momentum)
+                total_loss += loss * batch_size
+            return total_loss.item() / len(X)
+    """, "epoch loss", "not by batch_size"),
+    ("the mean of the batch means", lesson07.check_train_epoch, ["train_epoch"], """
+        def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
+            losses = []
+            for idx in minibatches(len(X), batch_size, generator, X.device):
+                logits, caches = forward(params, X[idx])
+                loss, dlogits = softmax_cross_entropy(logits, y[idx])
+                sgd_step(params, backward(dlogits, caches), velocity, lr, momentum)
+                losses.append(loss.item())
+            return sum(losses) / len(losses)
+    """, "epoch loss", "the mean of the batch means"),
+    ("the loss as a tensor", lesson07.check_train_epoch, ["train_epoch"], """
+        _solution = train_epoch
+
+        def train_epoch(*args):
+            return torch.tensor(_solution(*args))
+    """, "type", "as a Python float"),
+    ("no momentum", lesson07.check_train_epoch, ["train_epoch"], """
+        _solution = train_epoch
+
+        def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
+            return _solution(params, velocity, X, y, batch_size, lr, 0.0, generator)
+    """, None, ["params['W3'] is wrong", "the mistake is in `train_epoch` itself"]),
+    ("its own batch order", lesson07.check_train_epoch, ["train_epoch"], """
+        _solution = train_epoch
+
+        def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
+            return _solution(params, velocity, X, y, batch_size, lr, momentum, torch.Generator().manual_seed(99))
+    """, None, "params['W3'] is wrong"),
+]
 
 
-def test_a_hard_coded_backward_fails():
-    params = {k: torch.zeros(3, 3) if k.startswith("W") else torch.zeros(3) for k in lesson07.NAMES}
-    with pytest.raises(AssertionError):
-        lesson07.check_backward(forward, lambda dlogits, caches: params)
+@pytest.mark.parametrize("what, check, names, source, kind, match", WRONG, ids=[w[0] for w in WRONG])
+def test_a_wrong_answer_fails_naming_the_mistake(what, check, names, source, kind, match):
+    ns = notebook(source)
+    fails(check, *(ns[n] for n in names), kind=kind, match=match)
 
 
-def test_sgd_step_that_is_not_in_place_fails():
-    def rebinds(params, grads, velocity, lr, momentum):
-        for k in params:
-            velocity[k] = momentum * velocity[k] + grads[k]
-            params[k] = params[k] - lr * velocity[k]
-    with pytest.raises(AssertionError, match="in place"):
-        lesson07.check_sgd_step(rebinds)
+def test_a_blank_exercise_says_so():
+    ns = notebook("""
+        def backward(dlogits, caches):
+            raise NotImplementedError("Replace this line with your solution, then run the check below.")
+    """)
+    message = fails(lesson07.check_backward, ns["forward"], ns["backward"], kind="not written")
+    assert "again with its own" not in message
 
 
-@pytest.mark.parametrize("wrong, name", [
-    (lambda p, g, v, lr, m: [p[k].sub_(lr * g[k]) for k in p], "velocity"),  # momentum ignored
-    (lambda p, g, v, lr, m: [(v[k].mul_(m).add_(g[k]), p[k].add_(lr * v[k])) for k in p], "params"),  # sign
+# --------------------------------------------------------------------------- one slip costs one cell
+def test_a_wrong_layer_helper_costs_only_its_own_cell():
+    ns = notebook("""
+        def relu_backward(dout, cache):
+            return dout.clone()  # the mask is missing
+    """)
+    fails(lesson07.check_relu_backward, ns["relu_forward"], ns["relu_backward"])
+    for check, names in [(lesson07.check_backward, ["forward", "backward"]), (lesson07.check_train_epoch, ["train_epoch"])]:
+        notes = passes(check, *(ns[n] for n in names))
+        assert len(notes) == 1, notes
+        assert "passed only with the grader's" in notes[0] and "Fix `relu_backward`" in notes[0], notes[0]
+    assert passes(lesson07.check_forward, ns["forward"]) == []  # forward does not use relu_backward
+
+
+def test_a_wrong_forward_helper_is_named():
+    ns = notebook("""
+        def linear_forward(x, W, b):
+            return x @ W, (x, W)  # no bias
+    """)
+    notes = passes(lesson07.check_forward, ns["forward"])
+    assert len(notes) == 1 and "Fix `linear_forward`" in notes[0] and "forward output is wrong" in notes[0], notes
+    notes = passes(lesson07.check_backward, ns["forward"], ns["backward"])
+    assert len(notes) == 1 and "Fix `linear_forward`" in notes[0], notes
+    assert passes(lesson07.check_linear_backward, ns["linear_forward"], ns["linear_backward"]) == []
+
+
+def test_a_wrong_linear_backward_costs_the_layer_not_the_network():
+    ns = notebook("""
+        def linear_backward(dout, cache):
+            x, W = cache
+            return dout @ W.T, x.T @ dout, dout.mean(dim=0)  # mean instead of sum
+    """)
+    fails(lesson07.check_linear_backward, ns["linear_forward"], ns["linear_backward"], kind="factor")
+    notes = passes(lesson07.check_backward, ns["forward"], ns["backward"])
+    assert len(notes) == 1 and "Fix `linear_backward`" in notes[0]
+
+
+def test_the_grader_keeps_the_students_own_cache_format():
+    """A backward that reads the first layer's cache itself (the lesson's shortcut) works with the grader's layers."""
+    ns = notebook("""
+        def linear_forward(x, W, b):
+            return x @ W, (x, W, b)  # a wrong output, but a cache of its own format
+
+        def linear_backward(dout, cache):
+            x, W, b = cache
+            return dout @ W.T, x.T @ dout, dout.sum(dim=0)
+
+        def backward(dlogits, caches):
+            c1, r1, c2, r2, c3 = caches
+            grads = {}
+            da2, grads["W3"], grads["b3"] = linear_backward(dlogits, c3)
+            da1, grads["W2"], grads["b2"] = linear_backward(relu_backward(da2, r2), c2)
+            dz1 = relu_backward(da1, r1)
+            x, W, b = c1
+            grads["W1"], grads["b1"] = x.T @ dz1, dz1.sum(dim=0)
+            return grads
+    """)
+    notes = passes(lesson07.check_backward, ns["forward"], ns["backward"])
+    assert len(notes) == 1 and "Fix `linear_forward`" in notes[0]
+
+
+def test_a_wrong_log_softmax_backward_costs_only_its_cell():
+    ns = notebook("""
+        def log_softmax_backward(dlogp, logp):
+            return dlogp - logp.exp() * dlogp.sum(dim=0, keepdim=True)
+
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            logp = torch.log_softmax(logits, dim=1)
+            one_hot = F.one_hot(labels, C).to(logits.dtype)
+            return -(one_hot * logp).sum() / B, log_softmax_backward(-one_hot / B, logp)
+    """)
+    fails(lesson07.check_log_softmax_backward, ns["log_softmax_backward"])
+    notes = passes(lesson07.check_softmax_cross_entropy, ns["softmax_cross_entropy"])
+    assert len(notes) == 1 and "Fix `log_softmax_backward`" in notes[0]
+
+
+@pytest.mark.parametrize("helper, source", [
+    ("sgd_step", """
+        def sgd_step(params, grads, velocity, lr, momentum):
+            for k, p in params.items():
+                velocity[k].mul_(momentum).add_(grads[k])
+                p.add_(lr * velocity[k])  # sign
+    """),
+    ("softmax_cross_entropy", """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            loss, dlogits = _solution(logits, labels)
+            return loss, dlogits * len(logits)
+    """),
+    ("backward", """
+        _solution = backward
+
+        def backward(dlogits, caches):
+            grads = _solution(dlogits, caches)
+            grads["W1"] = -grads["W1"]
+            return grads
+    """),
 ])
-def test_sgd_step_mistakes_fail(wrong, name):
-    with pytest.raises(AssertionError, match=name):
-        lesson07.check_sgd_step(wrong)
+def test_a_wrong_helper_of_the_epoch_is_named(helper, source):
+    notes = passes(lesson07.check_train_epoch, notebook(source)["train_epoch"])
+    assert len(notes) == 1 and f"Fix `{helper}`:" in notes[0], notes
 
 
-def test_train_epoch_mistakes_fail():
-    def no_momentum(params, velocity, X, y, batch_size, lr, momentum, generator):
-        return train_epoch(params, velocity, X, y, batch_size, lr, 0.0, generator)
+def test_helpers_that_pass_alone_but_not_together_are_described():
+    """A linear pair that passes its cache through a global: right for one layer, wrong for a network of three."""
+    ns = notebook("""
+        _last = {}
 
-    def loss_not_summed(params, velocity, X, y, batch_size, lr, momentum, generator):
-        train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator)
-        return 0.0
+        def linear_forward(x, W, b):
+            _last["x"], _last["W"] = x, W
+            return x @ W + b, (x, W)
 
-    with pytest.raises(AssertionError, match="params"):
-        lesson07.check_train_epoch(no_momentum)
-    with pytest.raises(AssertionError, match="total_loss"):
-        lesson07.check_train_epoch(loss_not_summed)
+        def linear_backward(dout, cache):
+            x, W = _last["x"], _last["W"]
+            return dout @ W.T, x.T @ dout, dout.sum(dim=0)
+    """)
+    assert passes(lesson07.check_linear_backward, ns["linear_forward"], ns["linear_backward"]) == []
+    notes = passes(lesson07.check_backward, ns["forward"], ns["backward"])
+    assert len(notes) == 1 and "Each of them passes its own test" in notes[0], notes
+
+
+# --------------------------------------------------------------------------- the planted bug
+def _colleague():
+    """The lesson's planted bug: the function definition from the notebook's bug-hunt cell, and nothing else."""
+    nb = nbformat.read(NOTEBOOKS / NOTEBOOK, as_version=4)
+    source = next(c.source for c in nb.cells if "def colleague_backward_and_step" in c.source)
+    tree = ast.parse(source)
+    definition = next(n for n in tree.body if isinstance(n, ast.FunctionDef))
+    ns = notebook()
+    exec(compile(ast.Module(body=[definition], type_ignores=[]), "<colleague>", "exec"), ns)
+    return ns
+
+
+def test_the_planted_bug_fails_naming_the_first_wrong_gradient():
+    fn = _colleague()["colleague_backward_and_step"]
+    message = fails(lesson07.check_backward_and_step, fn, match=["dL/da2 is wrong", "W3 and b3 after their update"])
+    assert "dL/dz3" not in message.splitlines()[0] and "dL/dW3" not in message
+
+
+def test_half_the_fix_fails_at_the_next_layer():
+    ns = _colleague()
+    fixed_once = """
+        def half_fixed(params, X, y, lr):
+            W1, b1, W2, b2, W3, b3 = (params[k] for k in ("W1", "b1", "W2", "b2", "W3", "b3"))
+            B = X.shape[0]
+            z1 = X @ W1 + b1
+            a1 = z1.clamp(min=0)
+            z2 = a1 @ W2 + b2
+            a2 = z2.clamp(min=0)
+            z3 = a2 @ W3 + b3
+            g = {}
+            g["z3"] = (torch.softmax(z3, dim=1) - F.one_hot(y, z3.shape[1]).to(z3.dtype)) / B
+            g["W3"], g["b3"] = a2.T @ g["z3"], g["z3"].sum(dim=0)
+            g["a2"] = g["z3"] @ W3.T
+            W3.add_(g["W3"], alpha=-lr)
+            b3.add_(g["b3"], alpha=-lr)
+            g["z2"] = g["a2"] * (z2 > 0)
+            g["W2"], g["b2"] = a1.T @ g["z2"], g["z2"].sum(dim=0)
+            W2.add_(g["W2"], alpha=-lr)
+            b2.add_(g["b2"], alpha=-lr)
+            g["a1"] = g["z2"] @ W2.T
+            g["z1"] = g["a1"] * (z1 > 0)
+            g["W1"], g["b1"] = X.T @ g["z1"], g["z1"].sum(dim=0)
+            W1.add_(g["W1"], alpha=-lr)
+            b1.add_(g["b1"], alpha=-lr)
+            return g
+    """
+    exec(textwrap.dedent(fixed_once), ns)
+    fails(lesson07.check_backward_and_step, ns["half_fixed"], match=["dL/da1 is wrong", "W2 and b2 after their update"])
+
+
+def test_backward_and_step_must_update_in_place():
+    ns = notebook("""
+        _solution = backward_and_step
+
+        def backward_and_step(params, X, y, lr):
+            copies = {k: p.clone() for k, p in params.items()}
+            grads = _solution(copies, X, y, lr)
+            params.update(copies)
+            return grads
+    """)
+    fails(lesson07.check_backward_and_step, ns["backward_and_step"], kind="not in place", match="in place")
+
+
+# --------------------------------------------------------------------------- no answer in the check module
+def test_the_check_module_holds_no_hand_formula():
+    """Students can read gradlab/grading/lesson07.py: no exercise's formula may be written out in it."""
+    import inspect
+    import re
+
+    source = inspect.getsource(lesson07)
+    for pattern in [r"\.T\s*@", r"@\s*[\w\[\]\"']+\.T\b", r"momentum\s*\*", r"\*\s*momentum", r"lr\s*\*\s*\w",
+                    r"\.exp\(\)", r"one_hot", r"[<>]=?\s*0\)", r"\*\*\s*torch\.arange", r"sum\(dim=1, keepdim=True\)"]:
+        assert not re.search(pattern, source), f"lesson07.py contains {pattern!r}"
+
+
+# --------------------------------------------------------------------------- the MNIST run
+@pytest.mark.slow
+def test_mnist_training_reaches_the_threshold_with_the_reference_epoch():
+    assert passes(lesson07.check_mnist_training, solution("train_epoch")) == []
 
 
 @pytest.mark.slow
-def test_mnist_training_reaches_the_threshold_with_the_reference_epoch():
-    lesson07.check_mnist_training(train_epoch)
+def test_mnist_training_with_a_wrong_helper_passes_with_a_note():
+    ns = notebook("""
+        def relu_backward(dout, cache):
+            return dout.clone()
+    """)
+    err, verdict = both(lesson07.check_mnist_training, ns["train_epoch"])
+    assert err is None and len(verdict.notes) == 1
+    assert verdict.notes[0].startswith("The training run reached the accuracy, but only") and "Fix `relu_backward`" in verdict.notes[0]
 
 
 @pytest.mark.slow
 def test_mnist_training_fails_when_nothing_is_learnt():
-    with pytest.raises(AssertionError, match="held-out test images"):
-        lesson07.check_mnist_training(lambda *args: 0.0, epochs=1)
+    fails(lesson07.check_mnist_training, notebook("def train_epoch(*args):\n    return 0.0\n")["train_epoch"], kind="accuracy",
+          match="held-out test images")
 
 
 def test_hand_parameters_are_pytorchs_initialisation_transposed():
-    from gradlab.grading import mnist_run
     net = mnist_run.torch_network(torch.device("cpu"))
     params = mnist_run.hand_parameters(torch.device("cpu"))
     assert torch.equal(params["W1"], net[0].weight.detach().T) and torch.equal(params["b3"], net[4].bias.detach())
