@@ -29,16 +29,18 @@ from . import guard, trial, wire
 
 
 class CheckFailure(AssertionError):
-    """A failed check: the message the student reads, and a fixed label of the mistake for the instructor."""
+    """A failed check: the message the student reads, a fixed label of the mistake for the instructor, and
+    optionally a picture (SVG text, e.g. the backward graph with the first wrong node marked) for the feedback."""
 
-    def __init__(self, message, kind=None, gradient=None):
+    def __init__(self, message, kind=None, gradient=None, figure=None):
         super().__init__(message)
         self.kind = kind
         self.gradient = gradient
+        self.figure = figure
 
 
-def fail(message, kind=None, gradient=None):
-    raise CheckFailure(message, kind=kind, gradient=gradient)
+def fail(message, kind=None, gradient=None, figure=None):
+    raise CheckFailure(message, kind=kind, gradient=gradient, figure=figure)
 
 
 def note(text):

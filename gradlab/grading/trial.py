@@ -108,9 +108,10 @@ def parse(text):
 class Verdict:
     """The grader's verdict on one check: passed or not, the message, the mistake's label, what was compared."""
 
-    def __init__(self, check, ok, message="", kind=None, gradient=None, outcomes=(), notes=(), problem=None):
+    def __init__(self, check, ok, message="", kind=None, gradient=None, outcomes=(), notes=(), problem=None,
+                 figure=None):
         self.check, self.ok, self.message = check, ok, message
-        self.kind, self.gradient = kind, gradient
+        self.kind, self.gradient, self.figure = kind, gradient, figure
         self.outcomes, self.notes = list(outcomes), list(notes)
         self.problem = problem  # set when the grader itself could not judge (a bug to report, not a student mistake)
 
@@ -126,8 +127,9 @@ def replay(check, payload, args=(), kwargs=None):
         try:
             check.check(*args, **(kwargs or {}))
         except AssertionError as err:
+            figure = getattr(err, "figure", None)
             return Verdict(t.check, False, str(err), getattr(err, "kind", None), getattr(err, "gradient", None),
-                           t.outcomes, t.notes)
+                           t.outcomes, t.notes, figure=figure if isinstance(figure, str) else None)
         except RecordEnded as missing:
             return Verdict(t.check, False, (
                 f"the check could not finish: it needs a call of `{missing.args[0]}` that your notebook never made. "

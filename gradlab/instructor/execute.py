@@ -200,6 +200,9 @@ class TrustedExecute(Execute):
             lines += [note for v in verdicts for note in v.notes]
             outputs.append(new_output("stream", name="stdout", text="\n".join(lines) + "\n"))
         else:
+            if failed.figure:
+                outputs.append(new_output("display_data", data={"image/svg+xml": failed.figure,
+                                                                "text/plain": "(a picture of the mistake)"}))
             outputs.append(_error(VERDICT_NAME, failed.message))
         cell.outputs = outputs
         grade_id = _grade_id(cell)

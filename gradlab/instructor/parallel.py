@@ -1,0 +1,292 @@
+"""Grade every submission of an assignment in parallel, on this machine's cores or on a Dask cluster.
+
+    cd grader && ../.venv/bin/python -m gradlab.instructor.parallel 03-backprop-by-hand [--workers 8]
+    ... --scheduler tcp://host:8786      (a cluster started with `dask scheduler` / `dask worker`)
+
+nbgrader grades one notebook after another (nbgrader #174). Here the slow part, running each notebook, is
+spread over Dask workers, and everything else stays nbgrader's own:
+
+1. This process makes a *snapshot*: the assignment alone, released from its source into a fresh SQLite
+   gradebook (no student data leaves the instructor's machine).
+2. Each task carries one student's submitted files and the snapshot. A worker runs nbgrader's own
+   Autograde on it in a private temporary course, with the course's configuration: sandboxed kernel, trusted
+   verdicts (gradlab.instructor.execute). It returns the executed notebooks and gradlab's records. Workers
+   need no shared file system and never see the gradebook; a task whose worker dies is run again elsewhere.
+3. As results arrive, this process runs nbgrader's Autograde for that student once more, with ``Replay`` in
+   place of the execution: the same sanitising, the outputs the worker computed (checked to belong to the
+   very same cells), then nbgrader's own grade saving. So the gradebook, autograded/ and records/ are written
+   here only, exactly as a serial ``nbgrader autograde`` writes them.
+"""
+import argparse
+import io
+from copy import deepcopy
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbgrader.apps.api import NbGraderAPI
+from nbgrader.converters import Autograde
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.utils import capture_log
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+
+from . import records
+
+EXECUTE = "gradlab.instructor.execute.TrustedExecute"
+STASH = "gradlab.instructor.parallel.Stash"
+REPLAY = "gradlab.instructor.parallel.Replay"
+_RESULTS = {}  # (student, assignment, notebook) -> (executed notebook, record), filled as workers finish
+_EXECUTED = {}  # in a worker: (student, assignment, notebook) -> the notebook as TrustedExecute left it
+
+
+# ------------------------------------------------------------------------------------------- configuration
+def course_config(root="."):
+    """The course's nbgrader configuration, as `nbgrader` itself would load it in ``root``."""
+    root = Path(root).resolve()
+    config = Config()
+    if (root / "nbgrader_config.py").exists():
+        config.merge(PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config())
+    config.CourseDirectory.root = str(Path(config.CourseDirectory.get("root", root)).resolve())
+    return config
+
+
+def _with_pipeline(config, *executors):
+    """The course's config with its TrustedExecute replaced by ``executors`` in the autograde pipeline."""
+    pipeline = []
+    for p in config.Autograde.autograde_preprocessors:
+        pipeline += list(executors) if p == EXECUTE else [p]
+    if pipeline == list(config.Autograde.autograde_preprocessors) and EXECUTE not in executors:
+        raise SystemExit(f"the course's autograde pipeline has no {EXECUTE}: parallel grading needs it")
+    copy = deepcopy(config)
+    copy.Autograde.autograde_preprocessors = pipeline
+    return copy
+
+
+# ------------------------------------------------------------------------------------------- the snapshot
+def snapshot(config, assignment):
+    """{"gradebook": bytes, "source": {relative path: bytes}}: the assignment released into a fresh gradebook."""
+    coursedir = CourseDirectory(config=config)
+    source = Path(coursedir.format_path(coursedir.source_directory, ".", assignment))
+    files = {str(p.relative_to(source)): p.read_bytes() for p in source.rglob("*")
+             if p.is_file() and ".ipynb_checkpoints" not in p.parts}
+    with tempfile.TemporaryDirectory(prefix="gradlab-snapshot-") as work:
+        course = _temp_course(Path(work), config, assignment, files)
+        api = NbGraderAPI(coursedir=CourseDirectory(config=course), config=course)
+        result = api.generate_assignment(assignment, force=True, create=True)
+        if not result["success"]:
+            raise RuntimeError(f"releasing {assignment} for the workers failed:\n{result.get('error', '')}")
+        return {"gradebook": (Path(work) / "gradebook.db").read_bytes(), "source": files}
+
+
+def _temp_course(work, config, assignment, source_files):
+    course = deepcopy(config)
+    course.CourseDirectory.root = str(work)
+    course.CourseDirectory.source_directory = "source"
+    course.CourseDirectory.db_url = f"sqlite:///{work / 'gradebook.db'}"
+    for rel, data in source_files.items():
+        target = work / "source" / assignment / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return course
+
+
+# ------------------------------------------------------------------------------------------- one task
+def grade_one(task):
+    """Run on a worker: autograde one student's submission in a private course; return notebooks and records."""
+    import torch
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    assignment, student = task["assignment"], task["student"]
+    with tempfile.TemporaryDirectory(prefix="gradlab-task-") as work:
+        work = Path(work)
+        course = _temp_course(work, task["config"], assignment, task["snapshot"]["source"])
+        course.Sandbox.torch_threads = 1  # a busy machine: one torch thread per kernel (FIELD-NOTES)
+        (work / "gradebook.db").write_bytes(task["snapshot"]["gradebook"])
+        submitted = work / "submitted" / student / assignment
+        for rel, data in task["files"].items():
+            target = submitted / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        coursedir = CourseDirectory(config=course)
+        coursedir.assignment_id, coursedir.student_id = assignment, student
+        app = Autograde(coursedir=coursedir, config=course)
+        app.force = True
+        outcome = capture_log(app)
+        notebooks = {name: nbformat.writes(nb) for (who, what, name), nb in list(_EXECUTED.items())
+                     if who == student and what == assignment} if outcome["success"] else {}
+        for key in [k for k in _EXECUTED if k[0] == student and k[1] == assignment]:
+            del _EXECUTED[key]
+        kept = records.load_all(work, assignment).get(student, {})
+    return {"assignment": assignment, "student": student, "success": outcome["success"], "notebooks": notebooks,
+            "records": kept, "log": outcome.get("log", "")[-20_000:], "error": outcome.get("error", "")[-5_000:],
+            "seconds": time.perf_counter() - started}
+
+
+def submitted_files(root, student, assignment):
+    folder = Path(root) / "submitted" / student / assignment
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------- replay here
+class Stash(NbGraderPreprocessor):
+    """In a worker, right after TrustedExecute: keep the executed notebook as the coordinator will need it."""
+
+    def preprocess(self, nb, resources):
+        info = resources["nbgrader"]
+        _EXECUTED[(info["student"], info["assignment"], info["notebook"])] = deepcopy(nb)
+        return nb, resources
+
+
+class Replay(NbGraderPreprocessor):
+    """In place of TrustedExecute in this process: the outputs a worker computed for the very same cells."""
+
+    def preprocess(self, nb, resources):
+        info = resources["nbgrader"]
+        key = (info["student"], info["assignment"], info["notebook"])
+        executed = _RESULTS.get(key)
+        if executed is None:
+            raise RuntimeError(f"no result from a worker for {'/'.join(key)}")
+        notebook, record = executed
+        if [(c.cell_type, c.source) for c in notebook.cells] != [(c.cell_type, c.source) for c in nb.cells]:
+            raise RuntimeError(f"{'/'.join(key)}: the worker graded other cells than these (was the assignment "
+                               "released again since?): grade it with plain `nbgrader autograde`")
+        for mine, theirs in zip(nb.cells, notebook.cells):
+            if mine.cell_type == "code":
+                mine.outputs = theirs.outputs
+                mine.execution_count = theirs.get("execution_count")
+        if "language_info" in notebook.metadata:
+            nb.metadata["language_info"] = notebook.metadata["language_info"]
+        if record is not None:
+            records.save(CourseDirectory(config=self.config).root, info, {k: v for k, v in record.items()
+                                                                           if k not in ("assignment", "student", "notebook")})
+        return nb, resources
+
+
+def _replay(config, assignment, result):
+    for name, text in result["notebooks"].items():
+        _RESULTS[(result["student"], assignment, name)] = (nbformat.reads(text, as_version=4),
+                                                            result["records"].get(name))
+    try:
+        coursedir = CourseDirectory(config=config)
+        api = NbGraderAPI(coursedir=coursedir, config=config)
+        return api.autograde(assignment, result["student"], force=True, create=True)
+    finally:
+        for name in result["notebooks"]:
+            _RESULTS.pop((result["student"], assignment, name), None)
+
+
+# ------------------------------------------------------------------------------------------- the class
+def students_to_grade(root, assignment, force=False, only=None):
+    submitted = sorted(p.parent.name for p in Path(root).glob(f"submitted/*/{assignment}") if p.is_dir())
+    if only:
+        submitted = [s for s in submitted if s in set(only)]
+    if force:
+        return submitted
+    return [s for s in submitted if not (Path(root) / "autograded" / s / assignment).exists()]
+
+
+def grade_class(assignment, root=".", workers=None, scheduler=None, force=False, only=None, progress=True,
+                retries=2):
+    """Grade every (not yet graded) submission; returns {"graded": [...], "failed": {student: why}, "seconds": s}."""
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    config = course_config(root)
+    course_root = config.CourseDirectory.root
+    todo = students_to_grade(course_root, assignment, force, only)
+    summary = {"graded": [], "failed": {}, "skipped": [], "seconds": 0.0}
+    if not todo:
+        summary["skipped"] = students_to_grade(course_root, assignment, True, only)
+        return summary
+    worker_config = _with_pipeline(config, EXECUTE, STASH)
+    replay_config = _with_pipeline(config, REPLAY)
+    shot = snapshot(config, assignment)
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                               dashboard_address=None, host="127.0.0.1")
+        client = Client(cluster)
+    try:
+        shared = client.scatter(shot, broadcast=True)
+        futures = [client.submit(grade_one, {"assignment": assignment, "student": s, "config": worker_config,
+                                             "snapshot": shared, "files": submitted_files(course_root, s, assignment)},
+                                 key=f"grade-{assignment}-{s}", retries=retries, pure=False)
+                   for s in todo]
+        bar = tqdm(total=len(futures), desc=f"grading {assignment}", unit="notebook", disable=not progress,
+                   file=sys.stderr)
+        for future in as_completed(futures):
+            student = future.key.removeprefix(f"grade-{assignment}-")
+            try:
+                result = future.result()
+            except Exception as err:  # the task failed on every worker it was given to
+                summary["failed"][student] = f"{type(err).__name__}: {err}"
+            else:
+                _record(summary, student, result, replay_config, assignment)
+            bar.update(1)
+        bar.close()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    summary["seconds"] = time.perf_counter() - started
+    return summary
+
+
+def _record(summary, student, result, config, assignment):
+    if not result["success"]:
+        summary["failed"][student] = _last_error(result)
+        return
+    outcome = _replay(config, assignment, result)
+    if outcome["success"]:
+        summary["graded"].append(student)
+    else:
+        summary["failed"][student] = _last_error(outcome)
+
+
+def _last_error(result):
+    """The line of nbgrader's log that says what went wrong (its final exception only says 'see above')."""
+    lines = [l for l in (result.get("log") or "").splitlines() if l.startswith("[ERROR]") and "see the" not in l]
+    text = lines or (result.get("error") or "unknown error").strip().splitlines()
+    return text[-1][:300] if text else "unknown error"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("assignment")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
+    parser.add_argument("--scheduler", help="address of a Dask scheduler (default: a local cluster of its own)")
+    parser.add_argument("--force", action="store_true", help="grade again the students already graded")
+    parser.add_argument("--student", action="append", help="only this student (repeat for several)")
+    args = parser.parse_args(argv)
+    summary = grade_class(args.assignment, workers=args.workers, scheduler=args.scheduler, force=args.force,
+                          only=args.student)
+    print(report(args.assignment, summary))
+    return 1 if summary["failed"] else 0
+
+
+def report(assignment, summary):
+    out = io.StringIO()
+    print(f"{assignment}: {len(summary['graded'])} graded, {len(summary['failed'])} failed, "
+          f"{len(summary['skipped'])} already graded (--force grades them again), in {summary['seconds']:.1f} s",
+          file=out)
+    for student, why in sorted(summary["failed"].items()):
+        print(f"  failed: {student}: {why}", file=out)
+    return out.getvalue().rstrip()
+
+
+if __name__ == "__main__":
+    # Run the imported module, not this __main__ copy: workers and nbgrader's preprocessors name
+    # gradlab.instructor.parallel, and its registries must be the ones filled here.
+    from gradlab.instructor import parallel
+
+    sys.exit(parallel.main())
