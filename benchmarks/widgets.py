@@ -102,12 +102,14 @@ def time_frames(explorer, steps, repeats):
 
 def measure(max_steps=None, repeats=2):
     matplotlib.use("module://ipympl.backend_nbagg")
+    from ipympl.backend_nbagg import Canvas
+
     from benchmarks import lesson_code
 
     lesson2 = lesson_code.load("02", LESSON_NAMES)
     result = {"backend": matplotlib.get_backend(), "repeats": repeats}
     for key, explorer in (("gd1d", lesson2["explorer_1d"]), ("gd2d", lesson2["explorer_2d"])):
-        if type(explorer.fig.canvas).__module__ != "ipympl.backend_nbagg":
+        if not isinstance(explorer.fig.canvas, Canvas):
             raise RuntimeError(f"the explorer's canvas is {type(explorer.fig.canvas)}, not ipympl's")
         steps = explorer.max_steps if max_steps is None else min(max_steps, explorer.max_steps)
         for name, value in time_frames(explorer, steps, repeats).items():

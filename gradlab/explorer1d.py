@@ -2,7 +2,7 @@
 import numpy as np
 
 from .descent import evaluate_grid
-from .explorer_base import DIVERGED_COLOR, Explorer, check_inside, check_range, clip_to_box, num, start_slider
+from .explorer_base import DIVERGED_COLOR, FIGURE_LOCK, Explorer, check_inside, check_range, clip_to_box, num, start_slider
 
 # Half the tangent's drawn length, as a fraction of the axes' size, whatever the slope.
 TANGENT_HALF = 0.15
@@ -28,10 +28,11 @@ class DescentExplorer1D(Explorer):
         lo, hi = check_range("theta_range", theta_range)
         self.start = start_slider(f"start {name}₀", check_inside("start", start, lo, hi), lo, hi, "gradlab-start")
         self.starts = (self.start,)
-        self._setup(cost, lr, lr_range, max_steps, [lo], [hi], figsize, interval)
-        self._build_plot(lo, hi, grid)
-        self.add_class("gradlab-explorer-1d")
-        self._finish()
+        with FIGURE_LOCK:
+            self._setup(cost, lr, lr_range, max_steps, [lo], [hi], figsize, interval)
+            self._build_plot(lo, hi, grid)
+            self.add_class("gradlab-explorer-1d")
+            self._finish()
 
     def _build_plot(self, lo, hi, grid):
         thetas = np.linspace(lo, hi, grid)

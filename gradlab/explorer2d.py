@@ -2,7 +2,7 @@
 import numpy as np
 
 from .descent import evaluate_grid
-from .explorer_base import DIVERGED_COLOR, Explorer, check_inside, check_range, clip_to_box, num, start_slider
+from .explorer_base import DIVERGED_COLOR, FIGURE_LOCK, Explorer, check_inside, check_range, clip_to_box, num, start_slider
 
 CONTOUR_LEVELS = 14
 
@@ -33,10 +33,11 @@ class DescentExplorer2D(Explorer):
         self.start_b = start_slider(f"start {names[1]}₀", check_inside("start b", b0, b_lo, b_hi), b_lo, b_hi,
                                     "gradlab-start-b")
         self.starts = (self.start_w, self.start_b)
-        self._setup(cost, lr, lr_range, max_steps, [w_lo, b_lo], [w_hi, b_hi], figsize, interval)
-        self._build_plot(grid)
-        self.add_class("gradlab-explorer-2d")
-        self._finish()
+        with FIGURE_LOCK:
+            self._setup(cost, lr, lr_range, max_steps, [w_lo, b_lo], [w_hi, b_hi], figsize, interval)
+            self._build_plot(grid)
+            self.add_class("gradlab-explorer-2d")
+            self._finish()
 
     def _build_plot(self, grid):
         W, B = np.meshgrid(np.linspace(self._low[0], self._high[0], grid), np.linspace(self._low[1], self._high[1], grid))

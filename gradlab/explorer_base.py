@@ -10,29 +10,53 @@ matplotlib backend:
   with ``fig.canvas.draw_idle()``. Smooth, no flicker;
 * any other backend (inline, Agg under nbclient or pytest): the explorer shows an
   ``ipywidgets.Image`` holding a PNG of the same figure, re-rendered on every frame. It still animates
-  in a live kernel, only less smoothly. The figure is closed in pyplot (it renders all the same), so
-  the inline backend does not print a second, static copy of it.
+  in a live kernel, only less smoothly.
+
+The figure is a plain ``matplotlib.figure.Figure``, never registered with pyplot: no backend shows a
+second, static copy of it, and pyplot's interactive mode does not ask for a picture at each change.
+
+Two threads use the figure. JupyterLab sends widget messages to a kernel subshell (its setting
+``commsOverSubshells``), which ipykernel 7 runs in a thread of its own, while cells run in the main
+thread: the browser's requests for a picture, the sliders and Play are handled there, even while a
+cell builds the next explorer. Matplotlib is not thread-safe (``tight_layout`` swaps a renderer's
+drawing methods for no-ops for a moment; a full render clears the renderer before it locks), so
+``FIGURE_LOCK`` makes building an explorer, a frame and every message to its canvas one at a time.
+The widget canvas is made last, once the figure is complete, and takes the lock for its very first
+message (``_locked_canvas_class``).
+
+A hidden ``FigureWatch`` in each explorer reports from the browser whether the figure shows a
+picture; when it stays blank, the explorer sends a whole picture again (``redraw``).
 """
+import functools
 import io
+import itertools
 import math
+import threading
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
+import matplotlib
 import numpy as np
+from matplotlib.backends import backend_registry
+from matplotlib.figure import Figure
 
 from .descent import descend
+from .figure_watch import FigureWatch
 
 DIVERGED_COLOR = "#c0392b"
 LR_STEP = 0.01  # the learning-rate slider moves in steps of 10**0.01, about 2.3 %
 START_STEPS = 400  # a start slider has about this many steps across its range
+FIGURE_LOCK = threading.RLock()
+_figure_numbers = itertools.count(1)
 
 
 class Explorer(widgets.VBox):
     """Base of DescentExplorer1D/2D: a VBox of figure, readout and controls.
 
-    Subclasses build ``self.starts`` (start sliders), call ``_setup``, draw their artists on ``self.ax``,
-    then call ``_finish``; they implement ``_start_point()``, ``_draw(k)`` (move the artists for step k)
-    and ``_readout_html(k)``.
+    Subclasses build ``self.starts`` (start sliders), then, holding ``FIGURE_LOCK``, call ``_setup``,
+    draw their artists on ``self.ax`` and call ``_finish``; they implement ``_start_point()``,
+    ``_draw(k)`` (move the artists for step k) and ``_readout_html(k)``. ``watch.drawn`` is what the
+    browser last reported (None before any report), ``watch.redraws`` how many times a blank figure
+    was sent again.
     """
 
     names = ("θ",)
@@ -57,21 +81,22 @@ class Explorer(widgets.VBox):
         self._play_link = widgets.jslink((self.play, "value"), (self.step, "value"))
         self.readout = widgets.HTML()
         self.readout.add_class("gradlab-readout")
-        with plt.ioff():  # a widget backend would otherwise display the canvas a second time
-            self.fig, self.ax = plt.subplots(figsize=figsize)
-        self.view, self._refresh = figure_view(self.fig)
+        self.fig = Figure(figsize=figsize)
+        self.ax = self.fig.subplots()
 
     def _no_finite_cost(self, where):
-        plt.close(self.fig)  # the explorer is not made, so its figure must not linger in pyplot
         return ValueError(f"the cost is inf or nan everywhere on {where}: choose a range where it is defined")
 
     def _finish(self):
-        """Lay out the widgets, wire the observers and draw step 0 (the path is already computed)."""
+        """Show the finished figure, lay out the widgets, wire the observers and draw step 0."""
+        self.view, self._refresh, self.redraw = figure_view(self.fig)
+        self.watch = FigureWatch(self.redraw)
         self.children = [
             self.view,
             self.readout,
             widgets.HBox([self.lr, *self.starts]),
             widgets.HBox([self.play, self.step]),
+            self.watch,
         ]
         self.add_class("gradlab-explorer")
         for control in (self.lr, *self.starts):
@@ -97,9 +122,10 @@ class Explorer(widgets.VBox):
         This is one animation frame; the step slider (and so the Play button) calls it.
         """
         k = min(max(int(k), 0), self.max_steps)
-        self._draw(k)
-        self.readout.value = self._readout_html(k)
-        self._refresh()
+        with FIGURE_LOCK:
+            self._draw(k)
+            self.readout.value = self._readout_html(k)
+            self._refresh()
 
     @property
     def diverged_at(self):
@@ -156,17 +182,25 @@ class Blitter:
 
 
 def figure_view(fig):
-    """The widget that shows ``fig`` and the function that refreshes it after artists moved."""
-    if isinstance(fig.canvas, widgets.DOMWidget):
-        fig.canvas.header_visible = False
-        fig.canvas.footer_visible = False
-        fig.canvas.add_class("gradlab-figure")
-        _sized_before_display(fig.canvas)
-        _whole_images(fig.canvas)
-        return fig.canvas, Blitter(fig)
-    # The explorer draws this figure itself; left in pyplot, the inline backend would also show it as
-    # a stray static copy at the end of the cell (it happens when the backend is resolved inside ioff).
-    plt.close(fig)
+    """The widget that shows ``fig``, the function that refreshes it after artists moved, and the one that
+    sends it to the browser again whole (for a view that stayed blank). Call it holding FIGURE_LOCK."""
+    backend = backend_registry.load_backend_module(matplotlib.get_backend())
+    canvas_class = getattr(backend, "FigureCanvas", None)
+    if isinstance(canvas_class, type) and issubclass(canvas_class, widgets.DOMWidget):
+        canvas = _locked_canvas_class(canvas_class)(fig)
+        backend.FigureManager(canvas, next(_figure_numbers))
+        canvas.header_visible = False
+        canvas.footer_visible = False
+        canvas.add_class("gradlab-figure")
+        _sized_before_display(canvas)
+        _whole_images(canvas)
+
+        def redraw():
+            with FIGURE_LOCK:
+                canvas.manager.resize(*fig.bbox.size)  # gives a view that lost its size the figure's again
+                canvas.draw()  # a full render, sent whether or not the browser asked for one
+
+        return canvas, Blitter(fig), redraw
     image = widgets.Image(format="png")
     image.add_class("gradlab-figure")
 
@@ -175,7 +209,30 @@ def figure_view(fig):
         fig.savefig(buffer, format="png")
         image.value = buffer.getvalue()
 
-    return image, refresh
+    def redraw():
+        with FIGURE_LOCK:
+            refresh()
+            image.send_state("value")  # an unchanged value would not be sent again
+
+    return image, refresh, redraw
+
+
+@functools.cache
+def _locked_canvas_class(canvas_class):
+    """ipympl's canvas, handling the browser's messages (draw, refresh, resize, toolbar) under FIGURE_LOCK.
+
+    They arrive on the widget subshell's thread: a draw request answered while a cell still built the
+    figure rendered it half-built, or blank (2 of 60 displays of lesson 2's 2-D explorer on a busy
+    machine), and nothing asked for a picture again. The canvas registers this handler when it is made,
+    so even its first message waits for the lock.
+    """
+
+    class LockedCanvas(canvas_class):
+        def _handle_message(self, *args):
+            with FIGURE_LOCK:
+                return super()._handle_message(*args)
+
+    return LockedCanvas
 
 
 def _sized_before_display(canvas):

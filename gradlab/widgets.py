@@ -10,11 +10,14 @@ Each explorer is an ``ipywidgets.VBox``. ``ex.step.value = 10`` (or Play in the 
 only the moving artists over a saved copy of the rest and sends the changed pixels (blitting, a few ms;
 before the first full render it asks the browser for one with ``fig.canvas.draw_idle()``); under any
 other backend it renders a PNG into an ``ipywidgets.Image``, a full render (about 50 ms here). See
-explorer_base.py; ``make bench`` times both explorers (benchmarks/widgets.py).
+explorer_base.py; ``make bench`` times both explorers (benchmarks/widgets.py). Widget messages may be
+handled on another thread than the cell's (JupyterLab's kernel subshells): building, frames and the
+canvas's messages take ``FIGURE_LOCK`` in turn. A hidden ``ex.watch`` (figure_watch.py) reports from the
+browser whether the figure shows a picture; one that stays blank is sent again, whole.
 Details: explorer1d.py, explorer2d.py; the descent itself: descent.py.
 Stable CSS classes for browser tests: gradlab-explorer (and -1d / -2d), gradlab-figure, gradlab-lr,
 gradlab-start (1-D) or gradlab-start-w / gradlab-start-b (2-D), gradlab-step, gradlab-play,
-gradlab-readout; a diverged readout contains a span.gradlab-diverged.
+gradlab-readout, gradlab-figure-watch (hidden); a diverged readout contains a span.gradlab-diverged.
 """
 from .explorer1d import DescentExplorer1D
 from .explorer2d import DescentExplorer2D

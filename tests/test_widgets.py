@@ -291,11 +291,75 @@ def test_in_a_kernel_each_explorer_is_one_widget_output_and_no_stray_figure():
         "ex = DescentExplorer1D(lambda t: (t - 1) ** 2)\nex",
         "ex.step.value = 3\nex2 = DescentExplorer2D(lambda w, b: w ** 2 + b ** 2, grid=20)\nex2",
         "%matplotlib widget\nex3 = DescentExplorer1D(lambda t: (t - 1) ** 2)\nex3.step.value = 2\nex3",
-        "print(type(ex.view).__name__, type(ex3.view).__name__)",
+        "from ipympl.backend_nbagg import Canvas\nprint(type(ex.view).__name__, isinstance(ex3.view, Canvas))",
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     NotebookClient(nb, timeout=60, kernel_name="python3").execute()
     outputs = [[sorted(o.get("data", {})) for o in cell.outputs] for cell in nb.cells[:3]]
     view = ["application/vnd.jupyter.widget-view+json", "text/plain"]
     assert outputs == [[view], [view], [view]]
-    assert nb.cells[3].outputs[0]["text"].split() == ["Image", "Canvas"]
+    assert nb.cells[3].outputs[0]["text"].split() == ["Image", "True"]
+
+
+@pytest.mark.slow
+def test_a_draw_request_from_another_thread_waits_until_the_explorer_is_built():
+    # JupyterLab sends widget messages to a kernel subshell, which ipykernel runs in its own thread: a
+    # draw request answered while a cell still builds the explorer sent half-built or blank pictures.
+    script = (
+        "import threading, time\n"
+        "from ipywidgets.widgets.widget import _instances\n"
+        "from ipympl.backend_nbagg import Canvas\n"
+        "from gradlab.widgets import DescentExplorer2D\n"
+        "sent = []\n"
+        "Canvas.send_binary = lambda self, data: sent.append(bytes(data))\n"
+        "built = threading.Event()\n"
+        "def browser():  # asks every canvas for a picture from the moment it exists, like an eager browser\n"
+        "    while not (built.is_set() and sent):\n"
+        "        for canvas in [w for w in list(_instances.values()) if isinstance(w, Canvas)]:\n"
+        "            canvas._handle_message(canvas, {'type': 'draw'}, [])\n"
+        "        time.sleep(0.001)\n"
+        "thread = threading.Thread(target=browser)\n"
+        "thread.start()\n"
+        "try:\n"
+        "    ex = DescentExplorer2D(lambda w, b: (w - 1) ** 2 + 3 * (b + 0.5) ** 2, start=(-2.0, 1.5), lr=0.1)\n"
+        "finally:\n"
+        "    built.set()\n"
+        "    thread.join()\n"
+        "early = list(sent)\n"
+        "ex.fig.canvas.draw()\n"
+        "assert early and all(p == sent[-1] for p in early), [len(p) for p in early] + [len(sent[-1])]\n"
+        "print('ok')\n"
+    )
+    run_under_ipympl(script)
+
+
+def test_a_blank_report_from_the_browser_sends_the_picture_again():
+    ex = DescentExplorer1D(quadratic, max_steps=10)
+    assert "gradlab-figure-watch" in ex.watch._dom_classes and ex.watch in ex.children
+    ex.view.value = b""  # the picture the browser holds is gone
+    ex.watch._handle_custom_msg({"drawn": True, "blank_ms": 0}, [])
+    assert ex.watch.drawn is True and ex.watch.redraws == 0 and ex.view.value == b""
+    ex.watch._handle_custom_msg({"drawn": False, "blank_ms": 1500}, [])
+    assert ex.watch.drawn is False and ex.watch.redraws == 1
+    assert bytes(ex.view.value).startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_under_ipympl_a_blank_report_gets_a_whole_picture_and_the_figure_size():
+    script = (
+        "import json\n"
+        "from ipympl.backend_nbagg import Canvas\n"
+        "from gradlab.widgets import DescentExplorer1D\n"
+        "sent = []\n"
+        "Canvas.send_binary = lambda self, data: sent.append(('picture', self._current_image_mode))\n"
+        "Canvas.send = lambda self, content, buffers=None: sent.append(json.loads(content['data'])['type'])\n"
+        "ex = DescentExplorer1D(lambda t: (t - 1) ** 2)\n"
+        "sent.clear()\n"
+        "ex.watch._handle_custom_msg({'drawn': True, 'blank_ms': 0}, [])\n"
+        "assert sent == [], sent\n"
+        "ex.watch._handle_custom_msg({'drawn': False, 'blank_ms': 1500}, [])\n"
+        "assert 'resize' in sent and sent[-1] == ('picture', 'full'), sent\n"
+        "assert ex.watch.redraws == 1\n"
+        "print('ok')\n"
+    )
+    run_under_ipympl(script)
