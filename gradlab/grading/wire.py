@@ -98,7 +98,8 @@ def _tensor(t, budget):
     budget[0] -= t.numel()
     if budget[0] < 0:
         raise TooLarge(f"more than {MAX_ELEMENTS} numbers")
-    flat = t.resolve_conj().resolve_neg().to("cpu").contiguous().reshape(-1)
+    # A fresh copy: contiguous() keeps an expanded one-element tensor's stride 0, which .view() refuses.
+    flat = t.resolve_conj().resolve_neg().to("cpu").clone(memory_format=torch.contiguous_format).reshape(-1)
     info["data"] = base64.b64encode(flat.view(torch.uint8).numpy().tobytes()).decode("ascii")
     return info
 
