@@ -12,7 +12,8 @@ def normalise(requirement):
 
 def pip_side(root):
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    required = project["dependencies"] + project["optional-dependencies"]["test"]
+    extras = project["optional-dependencies"]
+    required = project["dependencies"] + extras["grader"] + extras["test"]
     return {normalise(r) for r in required}
 
 

@@ -46,6 +46,13 @@ _EXECUTED = {}  # in a worker: (student, assignment, notebook) -> the notebook a
 
 
 # ------------------------------------------------------------------------------------------- configuration
+def _alembic_on_path():
+    """nbgrader runs `alembic` from PATH when it opens a gradebook: the one beside this Python."""
+    here = str(Path(sys.executable).parent)
+    if shutil.which("alembic") is None and here not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+
+
 def course_config(root="."):
     """The course's nbgrader configuration, as `nbgrader` itself would load it in ``root``."""
     root = Path(root).resolve()
@@ -102,6 +109,7 @@ def grade_one(task):
     import torch
 
     torch.set_num_threads(1)
+    _alembic_on_path()
     started = time.perf_counter()
     assignment, student = task["assignment"], task["student"]
     with tempfile.TemporaryDirectory(prefix="gradlab-task-") as work:
@@ -199,6 +207,7 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
     from tqdm import tqdm
 
     started = time.perf_counter()
+    _alembic_on_path()
     config = course_config(root)
     course_root = config.CourseDirectory.root
     todo = students_to_grade(course_root, assignment, force, only)

@@ -1,0 +1,120 @@
+"""Grading a class in parallel gives what a serial `nbgrader autograde` gives, on a local cluster, on a Dask
+cluster of separate worker processes (one of which dies), and into a PostgreSQL gradebook."""
+import shutil
+import threading
+import time
+
+import nbformat
+import pytest
+
+from course import ROOT, Course
+from gradlab.instructor import parallel, records
+from servers import dask_cluster, postgres
+
+pytestmark = pytest.mark.slow
+
+ASSIGNMENT, NOTEBOOK = "03-backprop-by-hand", "backprop-by-hand"
+STUDENTS = ("example-correct", "example-wrong-sign", "example-blank", "example-invalid-json")
+THREADS_CELL = "import torch\nprint('torch threads:', torch.get_num_threads())"
+
+
+def _course(root, *config_lines):
+    course = Course(root)
+    with open(course.root / "nbgrader_config.py", "a") as config:
+        config.write("".join(line + "\n" for line in config_lines))
+    course.release(ASSIGNMENT)
+    for student in STUDENTS:
+        shutil.copytree(ROOT / "grader" / "examples" / student, course.root / "submitted" / student)
+    correct = course.root / "submitted" / "example-correct" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    nb = nbformat.read(correct, as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_code_cell(THREADS_CELL))
+    nbformat.write(nb, correct)
+    return course
+
+
+def _gradebook(db_url):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url) as gb:
+        return {(sub.student.id, grade.name): (grade.auto_score, grade.needs_manual_grade)
+                for sub in gb.assignment_submissions(ASSIGNMENT) for nb in sub.notebooks for grade in nb.grades}
+
+
+def _test_outputs(course, student):
+    path = course.root / "autograded" / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    return [(c.source, c.get("outputs")) for c in nb.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
+
+
+def _verdicts(course):
+    return {student: [(v["cell"], v["ok"], v["message"], v["kind"]) for v in nbs[NOTEBOOK]["verdicts"]]
+            for student, nbs in records.load_all(course.root, ASSIGNMENT).items()}
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    course = _course(tmp_path_factory.mktemp("serial"))
+    course.autograde(ASSIGNMENT)
+    return course
+
+
+def _same_as_serial(serial, course, db_url):
+    assert _gradebook(db_url) == _gradebook(f"sqlite:///{serial.root / 'gradebook.db'}")
+    for student in STUDENTS:
+        assert _test_outputs(course, student) == _test_outputs(serial, student), student
+    assert _verdicts(course) == _verdicts(serial)
+
+
+def test_a_local_cluster_grades_like_serial_autograde_and_resumes(serial, tmp_path):
+    course = _course(tmp_path)
+    summary = parallel.grade_class(ASSIGNMENT, root=course.root, workers=2, progress=False)
+    assert sorted(summary["graded"]) == sorted(STUDENTS) and not summary["failed"]
+    _same_as_serial(serial, course, f"sqlite:///{course.root / 'gradebook.db'}")
+    threads = [o for c in nbformat.read(course.root / "autograded" / "example-correct" / ASSIGNMENT /
+                                        f"{NOTEBOOK}.ipynb", as_version=4).cells
+               if c.cell_type == "code" and c.source == THREADS_CELL for o in c.outputs]
+    assert "torch threads: 1" in threads[0]["text"], "each worker's kernel runs torch on one thread"
+
+    again = parallel.grade_class(ASSIGNMENT, root=course.root, workers=2, progress=False)
+    assert again["graded"] == [] and sorted(again["skipped"]) == sorted(STUDENTS), "graded students are skipped"
+    forced = parallel.grade_class(ASSIGNMENT, root=course.root, workers=2, progress=False, force=True,
+                                  only=["example-blank"])
+    assert forced["graded"] == ["example-blank"]
+    _same_as_serial(serial, course, f"sqlite:///{course.root / 'gradebook.db'}")
+
+
+def test_a_dask_cluster_of_worker_processes_survives_a_dead_worker(serial, tmp_path):
+    course = _course(tmp_path)
+    with dask_cluster(workers=2) as (address, workers):
+        killer = threading.Thread(target=_kill_a_busy_worker, args=(address, workers[0]), daemon=True)
+        killer.start()
+        summary = parallel.grade_class(ASSIGNMENT, root=course.root, scheduler=address, progress=False)
+        killer.join()
+    assert workers[0].poll() is not None, "the first worker was killed while it graded"
+    assert sorted(summary["graded"]) == sorted(STUDENTS) and not summary["failed"]
+    _same_as_serial(serial, course, f"sqlite:///{course.root / 'gradebook.db'}")
+
+
+def _kill_a_busy_worker(address, process, seconds=120):
+    """Kill the worker process once it is grading something: its task must be run again elsewhere."""
+    from dask.distributed import Client
+
+    with Client(address) as client:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            busy = [w for w, keys in client.processing().items() if keys]
+            info = client.scheduler_info()["workers"]
+            if any(info[w].get("pid") == process.pid for w in busy if w in info):
+                time.sleep(2)  # well inside the notebook's run
+                process.kill()
+                return
+            time.sleep(0.2)
+
+
+def test_a_postgresql_gradebook_gets_the_same_scores(serial, tmp_path):
+    with postgres() as url:
+        course = _course(tmp_path, f"c.CourseDirectory.db_url = {url!r}")
+        summary = parallel.grade_class(ASSIGNMENT, root=course.root, workers=2, progress=False)
+        assert sorted(summary["graded"]) == sorted(STUDENTS)
+        _same_as_serial(serial, course, url)
