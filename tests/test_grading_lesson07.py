@@ -94,13 +94,20 @@ AUTOGRAD_LOSS = {
             loss = F.cross_entropy(z, labels)
             return loss.detach(), torch.autograd.grad(loss, z)[0]
     """,
-    "a saved reference": """
+    "a saved reference, on a graph from a tensor made before the check": """
         _grad = torch.autograd.grad
+        _zero = torch.zeros((), dtype=torch.float64, requires_grad=True)
 
+        def softmax_cross_entropy(logits, labels):
+            z = logits + _zero.to(logits.device)
+            loss = F.cross_entropy(z, labels)
+            return loss.detach().to(logits.dtype), _grad(loss, z)[0].to(logits.dtype)
+    """,
+    "requires_grad=True in a factory": """
         def softmax_cross_entropy(logits, labels):
             z = torch.tensor(logits.tolist(), dtype=logits.dtype, device=logits.device, requires_grad=True)
             loss = F.cross_entropy(z, labels)
-            return loss.detach(), _grad(loss, z)[0]
+            return loss.detach(), torch.autograd.grad(loss, z)[0]
     """,
     "nn.Parameter": """
         def softmax_cross_entropy(logits, labels):
@@ -672,6 +679,12 @@ WRONG = [
         def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
             return _solution(params, velocity, X, y, batch_size, lr, momentum, torch.Generator().manual_seed(99))
     """, None, "params['W3'] is wrong"),
+    ("a built-in learning rate and momentum", lesson07.check_train_epoch, ["train_epoch"], """
+        _solution = train_epoch
+
+        def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
+            return _solution(params, velocity, X, y, batch_size, 0.1, 0.9, generator)
+    """, None, ["params['W3'] is wrong", "lr=0.05, momentum=0.5", "after epoch 2"]),
 ]
 
 
@@ -916,3 +929,13 @@ def test_hand_parameters_are_pytorchs_initialisation_transposed():
     params = mnist_run.hand_parameters(torch.device("cpu"))
     assert torch.equal(params["W1"], net[0].weight.detach().T) and torch.equal(params["b3"], net[4].bias.detach())
     assert params["W2"].shape == (128, 64) and params["W3"].shape == (64, 10)
+
+
+def test_the_lesson_calls_a_batch_B_throughout():
+    """Issue 19: the batch size was B in one cell and N in another; the lesson now says B everywhere."""
+    import re
+
+    nb = nbformat.read(NOTEBOOKS / NOTEBOOK, as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    assert not re.search(r"\bN\b", text), re.search(r".{0,40}\bN\b.{0,40}", text).group(0)
+    assert "(B, C)" in text and "/B" in text
