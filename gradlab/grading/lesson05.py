@@ -236,7 +236,8 @@ def check_linear_backward(linear_forward, linear_backward, which=("dx", "dW", "d
 
 @common.graded
 def check_relu_backward(relu_forward, relu_backward):
-    """relu_backward(dout, x) = dout where x > 0, else 0 (0 at x = 0 too, as torch.relu's autograd takes it)."""
+    """relu_backward(dout, x): the gradient with respect to x of a J with ∂J/∂out = dout, with slope 0 at x = 0, as
+    torch.relu's autograd takes it."""
     for label, gen, n, dtype, device in common.cases(505):
         x = _relu_input(gen, n, dtype, device)
         dout = common.randn(gen, n, 6, dtype=dtype, device=device)
