@@ -2,7 +2,8 @@
 
 What this adds to plain nbgrader 0.9 (grader/README.md explains each, and the risks that remain):
 a broken submission costs that student the cells it breaks, never the run; a student's kernel has a
-time limit per cell and a memory limit; feedback shows the diagnosis of a hidden test, not its code.
+time limit per cell and a memory limit; feedback shows the diagnosis of a hidden test, not its code, and
+its formulas render offline.
 """
 c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
 
@@ -51,6 +52,12 @@ c.GenerateFeedback.preprocessors = [
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     "gradlab.instructor.feedback.HideHiddenTests",
 ]
+# The page: nbgrader's "feedback" template extended by gradlab_feedback (gradlab/instructor/templates/):
+# explanations wrap in their box, a test's picture shows, and MathJax 3 is inlined so that formulas render
+# with no network (`make setup` fetches it; c.FeedbackExporter.mathjax_file says where it is).
+# Set on FeedbackExporter, not HTMLExporter, so that the formgrader's own pages keep nbgrader's templates.
+c.GenerateFeedback.exporter_class = "gradlab.instructor.feedback.FeedbackExporter"
+c.FeedbackExporter.template_name = "gradlab_feedback"
 
 # --- nbgrader zip_collect: files downloaded from an LMS ----------------------------------------------
 # Matches <student>_<notebook>.ipynb and Canvas's <student>_[LATE_]<id>_<id>_<notebook>[-<n>].ipynb,

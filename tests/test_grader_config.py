@@ -42,6 +42,23 @@ def test_feedback_adds_only_the_hidden_test_filter(config):
     assert config.GenerateFeedback.preprocessors == defaults + ["gradlab.instructor.feedback.HideHiddenTests"]
 
 
+def test_feedback_pages_use_gradlabs_template_and_the_formgrader_keeps_nbgraders(config, tmp_path):
+    """GenerateFeedback builds gradlab's exporter, whose template extends nbgrader's 'feedback' even though
+    GenerateFeedback sets HTMLExporter.template_name = 'feedback'; nothing is set for plain HTMLExporter,
+    which the formgrader renders its own pages with (tests/test_feedback_page.py opens the pages)."""
+    from nbgrader.coursedir import CourseDirectory
+
+    assert config.GenerateFeedback.exporter_class == "gradlab.instructor.feedback.FeedbackExporter"
+    assert "HTMLExporter" not in config
+    converter = GenerateFeedback(coursedir=CourseDirectory(config=config, root=str(tmp_path)), config=config)
+    exporter = converter.exporter_class(parent=converter, config=converter.config)
+    assert isinstance(exporter, feedback_filter.FeedbackExporter)
+    assert converter.config.HTMLExporter.template_name == "feedback"
+    assert exporter.template_name == "gradlab_feedback" and exporter.template is not None
+    assert feedback_filter.TEMPLATES.as_posix() in exporter.template_paths[0]
+    assert any(path.endswith("formgrader/templates/feedback") for path in exporter.template_paths)
+
+
 def test_the_course_settings_the_issue_asks_for(config):
     assert config.CourseDirectory.source_directory == "../notebooks"
     assert config.OverwriteCells.add_missing_cells is True
