@@ -11,6 +11,7 @@ MathJax's list of what it found and drew compared, formula by formula, with the 
 Page size and render time go to artifacts/feedback/ (with screenshots), and are printed.
 """
 import collections
+import functools
 import io
 import json
 import logging
@@ -46,11 +47,24 @@ MARKDOWN = (
     f"$${FORMULAS[3]}$$\n\n"
     f"and a matrix, $${FORMULAS[4]}$$ in a paragraph."
 )
-SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="320" height="90" viewBox="0 0 320 90">'
-       '<rect x="10" y="20" width="120" height="50" fill="#ffdddd" stroke="#cc0000" stroke-width="4"/>'
-       '<text x="70" y="50" text-anchor="middle" font-size="16">dL/dq</text>'
-       '<line x1="130" y1="45" x2="220" y2="45" stroke="#333" stroke-width="2"/>'
-       '<rect x="220" y="20" width="90" height="50" fill="#ffffff" stroke="#333" stroke-width="2"/></svg>')
+# The picture a failed check carries: gradlab.graph's backward pass with the first wrong node marked.
+NODES = [
+    {"name": "L", "label": "L", "status": "right"},
+    {"name": "q", "label": "dL/dq", "status": "wrong", "note": "the sign is flipped. Fix: dL/dq = q - y."},
+    {"name": "e", "label": "de", "status": "consequence"},
+    {"name": "w", "label": "dw", "status": "consequence"},
+    {"name": "b", "label": "db", "status": "unknown"},
+]
+EDGES = [("L", "q"), ("q", "e"), ("e", "w"), ("e", "b")]
+
+
+@functools.cache
+def picture():
+    from gradlab import graph
+
+    return graph.draw_backward(NODES, EDGES, title="the backward pass of your grads_by_graph").svg
+
+
 EXPLANATION = (
     "dL/dq is wrong at the first node of the backward graph: expected -0.4213 but got 0.4213 on case 'float64, N = 7'; "
     "the largest difference is 0.8426 at row 3, and every entry has the opposite sign, so the likely cause is a "
@@ -58,11 +72,15 @@ EXPLANATION = (
     "y - q?), which then flows into every gradient computed after it: de, df, du, dw and db all inherit it. "
     "got=tensor([" + ",".join(["0.4213"] * 40) + "]) END-OF-EXPLANATION")
 PRINTOUT = "the student printed this: " + "a long line of output " * 25 + "END-OF-PRINTOUT"
-HIDDEN = {  # test cell: its hidden lines, which must not reach the page
-    "test_sigmoid": ["lesson01.check_sigmoid(sigmoid)"],
-    "test_graph": [f"display({{'image/svg+xml': {SVG!r}, 'text/plain': '(a picture of the mistake)'}}, raw=True)",
-                   f"raise AssertionError({EXPLANATION!r})"],
-}
+
+
+def hidden_lines():
+    """{test cell: its hidden lines}: they must not reach the page."""
+    return {
+        "test_sigmoid": ["lesson01.check_sigmoid(sigmoid)"],
+        "test_graph": [f"display({{'image/svg+xml': {picture()!r}, 'text/plain': '(a picture of the mistake)'}}, "
+                       "raw=True)", f"raise AssertionError({EXPLANATION!r})"],
+    }
 
 
 def _meta(**nbgrader):
@@ -71,7 +89,7 @@ def _meta(**nbgrader):
 
 
 def _test_cell(grade_id, visible):
-    hidden = "\n".join(HIDDEN[grade_id])
+    hidden = "\n".join(hidden_lines()[grade_id])
     return new_code_cell(f"{visible}\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS",
                          metadata=_meta(grade_id=grade_id, grade=True, points=1, locked=True))
 
@@ -249,6 +267,8 @@ def test_a_long_explanation_and_printout_wrap_inside_their_box(page, browser, wi
             return {text: pre.textContent, box: [box.scrollWidth, box.clientWidth], pre: [pre.scrollWidth, pre.clientWidth],
                     inside: r.left >= cell.left - 1 && r.right <= cell.right + 1, lines: Math.round(pre.getBoundingClientRect().height /
                     parseFloat(getComputedStyle(pre).lineHeight))}; })""")
+        pictures_inside = view.page.evaluate("""() => [...document.querySelectorAll('div.output_svg img')].map(img =>
+            img.getBoundingClientRect().right <= img.closest('.cell').getBoundingClientRect().right + 1)""")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         view.page.screenshot(path=str(ARTIFACTS / f"tiny-{width}px.png"), full_page=True)
         visible = view.page.inner_text("body")
@@ -261,6 +281,7 @@ def test_a_long_explanation_and_printout_wrap_inside_their_box(page, browser, wi
         assert box["inside"], f"the box sticks out of its cell: {box}"
     for box in long_ones:
         assert box["lines"] > 2, "a long line wraps onto several lines"
+    assert pictures_inside == [True], "the picture is scaled to fit its cell"
     # Nothing cut off: the whole explanation and printout are in the text the browser shows.
     shown = " ".join(visible.split())
     assert " ".join(EXPLANATION.split()) in shown.replace("\u200b", "")
@@ -272,21 +293,24 @@ def test_a_long_explanation_and_printout_wrap_inside_their_box(page, browser, wi
 def test_the_picture_of_the_mistake_is_shown_above_its_explanation(opened):
     from PIL import Image
 
-    picture = opened.page.locator("div.output_svg img")
-    assert picture.count() == 1
-    assert picture.is_visible()
-    assert picture.get_attribute("alt") == "(a picture of the mistake)"
-    size = picture.evaluate("img => [img.naturalWidth, img.naturalHeight, img.complete]")
-    assert size == [320, 90, True], "the SVG decoded at its own size"
+    img = opened.page.locator("div.output_svg img")
+    assert img.count() == 1
+    assert img.is_visible()
+    assert img.get_attribute("alt") == "(a picture of the mistake)"
+    size = img.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight, img.getBoundingClientRect().width,"
+                        " img.closest('.output_area').getBoundingClientRect().width]")
+    assert size[0] and size[1] > 100 and size[2] > 100, "the SVG decoded"
+    assert 100 < size[3] <= size[4], "drawn at a readable size, inside its output area"
     order = opened.page.evaluate("""() => {
         const img = document.querySelector('div.output_svg img'), area = img.closest('.output');
         const error = [...area.querySelectorAll('.output_error')].pop();
         return [!!error, error && error.textContent.includes('END-OF-EXPLANATION'),
                 !!(img.compareDocumentPosition(error) & Node.DOCUMENT_POSITION_FOLLOWING)]; }""")
     assert order == [True, True, True], "the picture comes right before the explanation, in the same cell"
-    shot = np.asarray(Image.open(io.BytesIO(picture.screenshot())).convert("RGB")).astype(int)
-    red = int(((shot[..., 0] > 150) & (shot[..., 1] < 80) & (shot[..., 2] < 80)).sum())
-    assert red > 200, "the red frame of the first wrong node is painted"
+    shot = np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("RGB")).astype(int)
+    frame = int((np.abs(shot - [0xc9, 0x2a, 0x2a]).max(axis=-1) < 40).sum())
+    fill = int((np.abs(shot - [0xff, 0xc9, 0xc9]).max(axis=-1) < 12).sum())
+    assert frame > 50 and fill > 300, "the first wrong node is painted, red on pink"
 
 
 @pytest.mark.slow
@@ -297,7 +321,7 @@ def test_the_hidden_tests_code_is_not_in_the_page(page, opened):
     path, autograded, _ = page
     text = path.read_text()
     shown = opened.page.inner_text("body")
-    for grade_id, lines in HIDDEN.items():
+    for grade_id, lines in hidden_lines().items():
         cell = next(c for c in autograded.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
         for line in lines:
             assert line in cell.source, "the instructor's autograded copy keeps the hidden tests"
@@ -353,7 +377,7 @@ def _grader_config():
 # --------------------------------------------------------------------------- without a browser
 def _tiny_with_picture():
     nb = new_notebook(cells=[new_markdown_cell("$a_i = \\frac{1}{2}$"), new_code_cell("f()")])
-    nb.cells[1].outputs = [new_output("display_data", data={"image/svg+xml": SVG, "text/plain": "(a picture of the mistake)"}),
+    nb.cells[1].outputs = [new_output("display_data", data={"image/svg+xml": picture(), "text/plain": "(a picture of the mistake)"}),
                            new_output("error", ename="GradingResult", evalue=EXPLANATION, traceback=[EXPLANATION])]
     return nb
 
@@ -410,3 +434,9 @@ def test_hidden_lines_are_cut_from_pictures_and_html_too():
     data = nb.cells[0].outputs[0].data
     assert data["image/svg+xml"] == f"<svg><text>{feedback.CUT}</text></svg>"
     assert data["text/html"] == f"<p>{feedback.CUT}</p>" and data["text/plain"] == feedback.CUT
+
+
+def test_setup_without_npm_warns_and_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(mathjax.shutil, "which", lambda name: None)
+    assert mathjax.main([str(tmp_path / "tex-svg-full.js")]) == 0
+    assert "npm is not installed" in capsys.readouterr().err and not (tmp_path / "tex-svg-full.js").exists()
