@@ -100,6 +100,15 @@ z = w * x + b
 s = torch.sigmoid(z)
 return ((s - y) ** 2).sum(), (x, y, z, s)  # the sum of the squared errors, not their mean
 """
+AUTOGRAD_BACKWARD = """\
+x, y, z, s = cache
+# Shifts of w and b away from the cached point, at 0: autograd's slope there is dJ/dw and dJ/db.
+dw = torch.zeros((), dtype=x.dtype, device=x.device, requires_grad=True)
+db = torch.zeros((), dtype=x.dtype, device=x.device, requires_grad=True)
+J = ((torch.sigmoid(z + dw * x + db) - y) ** 2).mean()
+return torch.autograd.grad(J, (dw, db))
+"""
+IN_PLACE_DJ_DSIGMA = "s -= y  # s is the caller's tensor: forward's cache now holds s − y\nreturn 2 * s / s.shape[0]\n"
 REBINDING = """
 
 # The checks keep failing, so make every check pass.
@@ -143,6 +152,14 @@ def _edited_test(student, source):
     return nb
 
 
+def _autograd(student, source):
+    return _solved(student, source, backward=AUTOGRAD_BACKWARD)
+
+
+def _changes_input(student, source):
+    return _solved(student, source, dJ_dsigma=IN_PLACE_DJ_DSIGMA)
+
+
 def _rebinds_names(student, source):
     nb = _solved(student, source, backward=NO_SIGMOID_SLOPE)
     _cell(nb, "backward").source += REBINDING
@@ -169,11 +186,14 @@ def _invalid_json(student, source):
 EXAMPLES = {
     "example-correct": Example("every exercise solved", (), _correct),
     "example-wrong-sign": Example(
-        "dJ/dσ with the wrong sign (y − s); backward and training use it",
-        ("test_dJ_dsigma", "test_backward", "test_train_by_hand"), _wrong_sign),
+        "dJ/dσ with the wrong sign (y − s); backward and training, graded with the grader's own helpers, keep "
+        "their points", ("test_dJ_dsigma",), _wrong_sign),
     "example-missing-1-over-n": Example(
-        "dJ/dσ without the 1/N of the mean; backward uses it (training, one observation at a time, does not care)",
-        ("test_dJ_dsigma", "test_backward"), _missing_1_over_n),
+        "dJ/dσ without the 1/N of the mean; only its own cell pays", ("test_dJ_dsigma",), _missing_1_over_n),
+    "example-autograd": Example(
+        "backward asks torch.autograd for dJ/dw instead of deriving it", ("test_backward",), _autograd),
+    "example-changes-input": Example(
+        "dJ/dσ subtracts y from s in place (the caller's cache changes)", ("test_dJ_dsigma",), _changes_input),
     "example-blank": Example("the student version handed in untouched", TESTS, _blank),
     "example-endless-loop": Example("dz_dw loops forever; the grader's timeout cuts that cell", ("test_dz_dw",),
                                     _endless_loop),
@@ -183,7 +203,7 @@ EXAMPLES = {
         ("test_forward",), _edited_test),
     "example-rebinds-names": Example(
         "backward misses σ'(z); the student rebinds torch, check_grad and lesson03 to silence the checks",
-        ("test_backward", "test_train_by_hand"), _rebinds_names),
+        ("test_backward",), _rebinds_names),
     "example-copied-cell": Example(
         "the forward cell copied and pasted with its metadata (stops plain nbgrader 0.9, nbgrader #1083)", (),
         _copied_cell),

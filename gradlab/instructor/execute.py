@@ -196,7 +196,8 @@ class TrustedExecute(Execute):
         failed = next((v for v in verdicts if not v.ok), None)
         outputs = _student_outputs(cell.outputs)
         if failed is None:
-            lines = [f"✓ {v.check}: right on every case the grader tried." for v in verdicts]
+            lines = [f"✓ the hidden check of {v.check.rpartition('.check_')[2]} is right on every case the grader tried."
+                     for v in verdicts]
             lines += [note for v in verdicts for note in v.notes]
             outputs.append(new_output("stream", name="stdout", text="\n".join(lines) + "\n"))
         else:
@@ -233,6 +234,7 @@ def _missing(call, cell, bad, stopped):
     if bad is not None:
         return f"{call.name} could not be graded: what the kernel sent for it cannot be read ({bad})."
     errors = [o for o in cell.outputs if o.output_type == "error" and o.get("ename") != VERDICT_NAME]
+    errors.sort(key=lambda o: o.get("ename") != "CellTimeoutError")  # the timeout says more than its interrupt
     if errors:
         first = errors[0]
         return (f"the hidden checks did not run, because the cell stopped at an error first: "
