@@ -39,7 +39,8 @@ from .reference import autograd_grads
 
 __all__ = [
     "KINDS", "Add", "CaseResult", "CrossEntropy", "Diagnosis", "Dot", "Exercise", "Graph", "L2", "Linear", "MSE",
-    "ReLU", "Scale", "Sigmoid", "Sum", "Trace", "TraceNode", "Variant", "informative_case", "layer_helpers", "locate",
+    "Mean", "ReLU", "Scale", "Sigmoid", "Square", "Sub", "Sum", "Trace", "TraceNode", "Variant", "informative_case",
+    "layer_helpers", "locate",
 ]
 
 #: The formula kinds this module names (gradlab.check's own kinds stay as they are: "sign", "factor", ...).
@@ -294,7 +295,7 @@ class Linear(Op):
                           f"sum over all rows: {dW_name} = {sx}ᵀ @ {up}.", last)
         if W.dim() == 1 and W.shape[0] == 2:
             swapped = local[W_name].flip(0)
-            yield Variant("wrong_factor", W_name, f"the two inputs are swapped: ∂J/∂{sW}[0] uses the column "
+            yield Variant("wrong_factor", W_name, f"the two inputs are swapped: {dW_name}[0] uses the column "
                           f"{sx}[:, 1] and the other way round.", f"pair {sW}[j] with the column {sx}[:, j].", swapped)
         if len(self.inputs) > 2:
             b_name = self.inputs[2]
@@ -322,7 +323,10 @@ class Linear(Op):
 
 
 class Scale(Op):
-    """out = w · x (+ b) with a scalar (0-dim) parameter w broadcast over the batch x."""
+    """out = w · x (+ b) with a scalar (0-dim) parameter w broadcast over the batch x.
+
+    w (and b) may also have x's shape: one copy per observation, so that ∂J/∂w is the per-observation local
+    derivative ∂z_i/∂w (lesson 3's dz_dw and dz_db, with ``Sum`` as the root and no upstream factor)."""
 
     symbol = "·"
 
@@ -336,16 +340,26 @@ class Scale(Op):
         w_name, x_name = self.inputs[0], self.inputs[1]
         w, x = values[w_name], values[x_name]
         sw, sx, up, dw = names.show(w_name), names.show(x_name), names.grad(self.out), names.grad(w_name)
+        sz = names.show(self.out)
         gx = g * x
         shape = values[w_name].shape
-        yield Variant("dropped", w_name, f"the factor {sx} is missing: ∂{names.show(self.out)}/∂{sw} = {sx}.",
-                      f"{dw} = Σ {up} · {sx}.", g.sum().reshape(shape))
-        yield Variant("twice", w_name, f"{sx} is multiplied in twice.", f"{dw} = Σ {up} · {sx}, with {sx} once.",
-                      (gx * x).sum().reshape(shape))
-        yield Variant("wrong_factor", w_name, f"it multiplies by {sw} where {sx} belongs: ∂{names.show(self.out)}/∂{sw} "
-                      f"= {sx}.", f"{dw} = Σ {up} · {sx}.", (g * w).sum().reshape(shape))
+        each = w.dim() > 0 and tuple(w.shape) == tuple(g.shape)  # one w per observation: no sum over the batch
+
+        def total(t):
+            return t.clone() if each else t.sum().reshape(shape)
+
+        def times(factor):  # "Σ ∂J/∂z · x", or the local derivative alone ("x") when there is no upstream factor
+            term = f"{up} · {factor}" if up else factor
+            return term if each else f"Σ {term}"
+
+        yield Variant("dropped", w_name, f"the factor {sx} is missing: ∂{sz}/∂{sw} = {sx}.",
+                      f"{dw} = {times(sx)}.", total(g))
+        yield Variant("twice", w_name, f"{sx} is multiplied in twice.", f"{dw} = {times(sx)}, with {sx} once.",
+                      total(gx * x))
+        yield Variant("wrong_factor", w_name, f"it multiplies by {sw} where {sx} belongs: ∂{sz}/∂{sw} = {sx}.",
+                      f"{dw} = {times(sx)}.", total(g * w))
         flat_x, flat_g = x.reshape(-1), g.reshape(-1)
-        if flat_x.numel() > 1:
+        if flat_x.numel() > 1 and not each:
             yield Variant("stale_input", w_name, f"it uses the first observation's {sx} in every term instead of each "
                           f"observation's own {sx}[i].", f"use the current {sx}[i] in each term.",
                           (flat_x[0] * g).sum().reshape(shape))
@@ -355,9 +369,12 @@ class Scale(Op):
         if len(self.inputs) > 2:
             b_name = self.inputs[2]
             db, sb = names.grad(b_name), names.show(b_name)
-            yield Variant("wrong_factor", b_name, f"it multiplies by {sx}, but ∂{names.show(self.out)}/∂{sb} = 1.",
-                          f"{db} = Σ {up}, without {sx}.", gx.sum().reshape(values[b_name].shape))
-            if flat_g.numel() > 1:
+            b_each = values[b_name].dim() > 0 and tuple(values[b_name].shape) == tuple(g.shape)
+            fix = (f"{db} = 1 for every observation, without {sx}." if not up else
+                   f"{db} = {up}, without {sx}." if b_each else f"{db} = Σ {up}, without {sx}.")
+            yield Variant("wrong_factor", b_name, f"it multiplies by {sx}, but ∂{sz}/∂{sb} = 1.", fix,
+                          gx.clone() if b_each else gx.sum().reshape(values[b_name].shape))
+            if flat_g.numel() > 1 and not b_each:
                 yield Variant("last_term", b_name, f"only the last observation's term is kept, as if `=` were used "
                               f"where `+=` belongs in a loop.", f"sum the terms over all observations.",
                               flat_g[-1].reshape(values[b_name].shape))
@@ -497,6 +514,61 @@ class Add(Op):
         return a + b
 
 
+class Sub(Op):
+    """out = a − b; b is data (targets, labels) that gets no gradient."""
+
+    symbol = "−"
+
+    def __init__(self, out, a, b):
+        super().__init__(out, a, b)
+        self.constant_inputs = (1,)
+
+    def forward(self, a, b):
+        return a - b.reshape(a.shape)
+
+
+class Square(Op):
+    """out = inp², elementwise. error: (prediction, target) when inp is the error prediction − target (lesson 4's
+    e = f − y), which adds the slip of squaring the prediction instead of the error."""
+
+    symbol = "²"
+
+    def __init__(self, out, inp, error=None):
+        super().__init__(out, inp)
+        self.error = tuple(error) if error else None
+
+    def forward(self, e):
+        return e * e
+
+    def variants(self, values, g, local, names):
+        name = self.inputs[0]
+        e = values[name]
+        se, sq, up, de = names.show(name), names.show(self.out), names.grad(self.out), names.grad(name)
+        right = f"{de} = {up} · 2{se}"
+        yield Variant("dropped", name, f"the square's local derivative ∂{sq}/∂{se} = 2{se} is missing: {de} equals "
+                      f"{up}.", f"{right}.", g.clone())
+        yield Variant("loss_for_grad", name, f"it uses the square {se}² itself where its derivative 2{se} belongs.",
+                      f"{right}.", g * e * e)
+        if self.error and all(n in values for n in self.error):
+            pred, target = self.error
+            sp, st = names.show(pred), names.show(target)
+            at_prediction = self.vjp({name: values[pred]}, g)[name]  # the square's local derivative taken at the prediction
+            yield Variant("error_term", name, f"it uses the prediction {sp} where the error {se} = {sp} − {st} belongs.",
+                          f"{right}, with {se} = {sp} − {st}.", at_prediction)
+
+
+class Mean(Op):
+    """out = mean(inp) over every element."""
+
+    symbol = "mean"
+
+    def __init__(self, out, inp):
+        super().__init__(out, inp)
+
+    def forward(self, a):
+        return a.mean()
+
+
 # =========================================================================== graph
 class Graph:
     """A computation as a list of operations in forward order; the last one's output is the scalar loss.
@@ -564,9 +636,18 @@ class Graph:
         return grads, upstream
 
     def reference(self, inputs, wrt):
-        """The right gradients of the loss with respect to the leaves ``wrt``, by autograd on the whole graph."""
+        """The right gradients of the loss with respect to ``wrt``, by autograd on the whole graph: leaves, or
+        intermediate tensors (lesson 4 grades the gradient of every node)."""
         wrt = (wrt,) if isinstance(wrt, str) else tuple(wrt)
         fixed = {n: _f64(inputs[n]) for n in self.leaves}
+        if any(w not in self.leaves for w in wrt):
+            with torch.enable_grad():
+                values = {n: v.clone().requires_grad_(True) if _is_float(v) and not _is_constant_leaf(self, n) else v
+                          for n, v in fixed.items()}
+                for op in self.ops:
+                    values[op.out] = op.forward(*(values[n] for n in op.inputs))
+                grads = torch.autograd.grad(values[self.root], [values[w] for w in wrt], allow_unused=True)
+            return {w: (torch.zeros_like(values[w]) if g is None else g).detach() for w, g in zip(wrt, grads)}
 
         def loss(*leaves):
             values = dict(fixed)
@@ -623,6 +704,7 @@ class Diagnosis:
     op: str | None = None  # the tensor whose local gradient is wrong (the first wrong node)
     follows: list = field(default_factory=list)  # other gradients whose differences follow from it
     evidence: str = ""
+    key: str = ""  # the variant that fits (Variant.key), for ``locate(..., diagnosis=)``
 
 
 class Exercise:
@@ -757,7 +839,7 @@ class Exercise:
             wrong_targets = [n for n in self.names if any(not r.comparisons[n].ok for r in usable)]
             return Diagnosis(variant.kind, variant.sentence(alpha), True, op=variant.input,
                              follows=wrong_targets[1:],
-                             evidence="fits")
+                             evidence="fits", key=variant.key)
         if len(kinds) > 1:
             return Diagnosis(None, "", False, evidence=f"several different slips fit ({', '.join(sorted(kinds))})")
         if answer is not None:
@@ -774,7 +856,7 @@ class Exercise:
         gen = torch.Generator().manual_seed(20240615)
         forward_inputs = [n for n in self.graph.leaves if n != up and _is_float(base.inputs[n]) and n not in self.wrt
                           and not _is_constant_leaf(self.graph, n)]
-        movable = [n for n in self.wrt if n != up] + forward_inputs
+        movable = [n for n in self.wrt if n != up and n in base.inputs] + forward_inputs  # not an intermediate
         ignores_forward = bool(movable)
         for n in movable:
             changed = dict(base.inputs)
@@ -898,9 +980,11 @@ def _spread(t):
 
 
 def _like(inputs, wrt):
+    """(dtype, device) of each graded gradient: its tensor's, or for an intermediate tensor the first float input's."""
     out = {}
+    first = next((t for t in inputs.values() if _is_float(t)), None)
     for w in wrt:
-        t = inputs[w]
+        t = inputs.get(w, first)
         if isinstance(t, torch.Tensor):
             out[w] = (t.dtype, t.device)
         else:
@@ -1080,7 +1164,7 @@ class Trace:
         return self.draw().svg
 
 
-def locate(graph, inputs, grads=None, helpers=None):
+def locate(graph, inputs, grads=None, helpers=None, diagnosis=None):
     """Find the first wrong gradient of a backward pass, from the loss down, given a right upstream gradient.
 
     graph: the computation (a Graph). inputs: {leaf: tensor}, one case.
@@ -1091,6 +1175,9 @@ def locate(graph, inputs, grads=None, helpers=None):
       gradient}} (a tensor is accepted for an op with one input); each is called with the right upstream gradient
       and the right forward values (float64 tensors by name), so every wrong one is found, and the student's
       whole chain is composed from them to tell which later differences follow.
+    diagnosis: with ``grads``, a named Diagnosis that ``Exercise.diagnose`` found over several cases (where one case
+      cannot show a mistake, e.g. a single number per case): the trace marks where that mistake is on this case
+      and what follows from it.
 
     Returns a Trace (statuses in STATUSES, ``first``, ``diagnosis``, ``explain()``, ``draw()``).
     """
@@ -1098,10 +1185,19 @@ def locate(graph, inputs, grads=None, helpers=None):
     ref, upstream = graph.backward(values)
     order = [t for t in _backward_order(graph) if t in ref and t not in graph.data and t != graph.upstream]
     edges = [(op.out, i) for op in graph.ops for i in op.inputs if i in order and op.out in order]
+    given = {k: v for k, v in (grads or {}).items() if isinstance(v, torch.Tensor) and k in ref}
+    # Right within the precision of the inputs: a float32 case is judged with float32's tolerance, although the
+    # pass itself runs in float64.
+    dtype = _coarsest([*inputs.values(), *given.values()])
     if helpers is not None:
-        return _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges)
-    grads = {k: _f64(v) for k, v in (grads or {}).items() if isinstance(v, torch.Tensor) and k in ref}
-    return _trace_from_grads(graph, values, ref, grads, order, edges)
+        return _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges, dtype)
+    grads = {k: _f64(v) for k, v in given.items()}
+    return _trace_from_grads(graph, values, ref, grads, order, edges, dtype, diagnosis)
+
+
+def _coarsest(tensors):
+    floats = [t.dtype for t in tensors if _is_float(t)]
+    return max(floats, key=lambda d: torch.finfo(d).eps) if floats else None
 
 
 def layer_helpers(graph, **functions):
@@ -1147,16 +1243,23 @@ def _node_label(graph, t):
     return graph.names.show(t) if t == graph.root else (graph.names.grad(t) or t)
 
 
-def _same(a, b):
+def _same(a, b, dtype=None):
+    """Whether ``a`` (a student's gradient) is ``b`` (a float64 reference) to within the tolerance of ``dtype``."""
     if not isinstance(a, torch.Tensor) or tuple(a.shape) != tuple(b.shape):
         return False
-    return compare("g", a, b).ok
+    return compare("g", _as_coarse(a, dtype), b).ok
 
 
-def _trace_from_grads(graph, values, ref, grads, order, edges):
+def _as_coarse(a, dtype):
+    """``a`` in ``dtype`` when that is the less precise one (compare then uses its tolerance)."""
+    if dtype is not None and _is_float(a) and torch.finfo(dtype).eps > torch.finfo(a.dtype).eps:
+        return a.to(dtype)
+    return a
+
+
+def _trace_from_grads(graph, values, ref, grads, order, edges, dtype=None, known_diagnosis=None):
     """Statuses from the student's gradients (some may be missing), explained by one usual mistake where one fits."""
-    names = graph.names
-    wrong_known = [t for t in order if t in grads and not _same(grads[t], ref[t])]
+    wrong_known = [t for t in order if t in grads and not _same(grads[t], ref[t], dtype)]
     known = lambda t: t in grads or t == graph.root  # noqa: E731
 
     def label(t):
@@ -1167,12 +1270,14 @@ def _trace_from_grads(graph, values, ref, grads, order, edges):
         return Trace(nodes, edges, None, None)
     targets = [t for t in order if t in grads]
     exercise = Exercise(graph, targets, name=tuple(targets))
-    result = CaseResult("case", {n: values[n] for n in graph.leaves}, {t: grads[t] for t in targets},
-                        {t: ref[t] for t in targets}, {t: compare(t, grads[t], ref[t]) for t in targets})
-    found = exercise.diagnose([result])
+    got = {t: _as_coarse(grads[t], dtype) for t in targets}
+    result = CaseResult("case", {n: values[n] for n in graph.leaves}, got, {t: ref[t] for t in targets},
+                        {t: compare(t, got[t], ref[t]) for t in targets})
+    given = known_diagnosis is not None and known_diagnosis.named and known_diagnosis.key
+    found = known_diagnosis if given else exercise.diagnose([result])
     marks, first, diagnosis = {}, None, None
     if found.named:
-        first, changed = _variant_effect(exercise, result, graph, values, ref)
+        first, changed = _variant_effect(exercise, result, graph, values, ref, key=found.key if given else None)
     if found.named and first is not None:
         diagnosis = found
         for t in order:
@@ -1193,24 +1298,44 @@ def _trace_from_grads(graph, values, ref, grads, order, edges):
                 marks[t] = "right"
             else:
                 from_upstream, gap = _from_student_upstream(graph, values, grads, ref, t)
-                if from_upstream is not None and _same(grads[t], from_upstream):
+                if from_upstream is not None and _same(got[t], from_upstream, dtype):
                     marks[t] = "consequence" if first is not None or gap else "right"
                 elif first is None:
                     marks[t], first = "wrong", t
                 else:
                     marks[t] = "unclear" if gap else "also wrong"
-        comparison = compare(label(first), grads[first], ref[first])
-        diagnosis = Diagnosis(comparison.kind, _scoped(comparison, graph), False, op=first)
+        diagnosis = _first_alone(graph, result, first, label(first), marks, order)
     nodes = [TraceNode(t, label(t), marks[t], diagnosis.sentence if t == first else "", known(t)) for t in order]
     return Trace(nodes, edges, first, diagnosis)
 
 
-def _variant_effect(exercise, result, graph, values, ref):
-    """(the tensor whose gradient the fitting variant makes wrong first, the tensors whose gradient it changes)."""
+def _first_alone(graph, result, first, label, marks, order):
+    """The diagnosis of the first wrong gradient on its own, when every gradient above it is right (or not given): a
+    usual mistake in its local derivative where one fits, else what its values show."""
+    above = order[:order.index(first)]
+    if all(marks[t] in ("right", "unknown") for t in above):
+        alone = Exercise(graph, first, name=first)
+        found = alone.diagnose([CaseResult(result.label, result.inputs, {first: result.got[first]},
+                                           {first: result.expected[first]}, {first: result.comparisons[first]})])
+        if found.named:
+            return Diagnosis(found.kind, found.sentence, True, op=first, evidence=found.evidence)
+    got, expected = result.got[first], result.expected[first]
+    if _is_float(got) and _is_float(expected):  # the values only: the pass runs in float64 whatever the case's dtype
+        expected = expected.to(got.dtype)
+    comparison = compare(label, got, expected)
+    return Diagnosis(comparison.kind, _scoped(comparison, graph), False, op=first)
+
+
+def _variant_effect(exercise, result, graph, values, ref, key=None):
+    """(the tensor whose gradient the fitting variant makes wrong first, the tensors whose gradient it changes).
+
+    key: that variant (found over several cases), which must fit this case too."""
     _, upstream = graph.backward(values)
     for variant, op, at in exercise.variant_values(result.inputs):
+        if key is not None and variant.key != key:
+            continue
         ok, informative, alpha = _fits(variant, at, result)
-        if not ok or informative < MIN_INFORMATIVE:
+        if not ok or (key is None and informative < MIN_INFORMATIVE):
             continue
         local = op.vjp(values, upstream[op.index])
         delta = torch.zeros_like(local[variant.input]) if variant.value is None else variant.value - local[variant.input]
@@ -1230,6 +1355,8 @@ def _from_student_upstream(graph, values, grads, ref, target):
     for op in graph.consumers(target):
         if op.out == graph.root or op.out in grads:
             g = ref[op.out] if op.out == graph.root else grads[op.out]
+            if tuple(g.shape) != tuple(ref[op.out].shape):  # a gradient of the wrong shape carries nothing further
+                return None, False
         else:
             g, _ = _from_student_upstream(graph, values, grads, ref, op.out)
             gap = True
@@ -1241,7 +1368,7 @@ def _from_student_upstream(graph, values, grads, ref, target):
     return total, gap
 
 
-def _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges):
+def _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges, dtype=None):
     """Statuses when the student's local backward functions are known."""
     own = {}  # input tensor -> (op, got): the op's local gradient for it is wrong given the right upstream
     for op in reversed(graph.ops):
@@ -1258,7 +1385,7 @@ def _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges):
             if name not in out:  # a helper that does not give this gradient says nothing about it
                 continue
             got = out[name]
-            if not _same(_f64(got) if isinstance(got, torch.Tensor) else got, r):
+            if not _same(got, r, dtype):
                 own.setdefault(name, (op, got))
     chain = {graph.root: torch.ones_like(values[graph.root])}  # the student's own whole backward pass
     for op in reversed(graph.ops):
@@ -1285,11 +1412,11 @@ def _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges):
             if isinstance(got, Exception):
                 found = Diagnosis("exception", f"the local backward raised {type(got).__name__}: {got}.", False, op=t)
             else:
-                found = _diagnose_local(graph, values, upstream, op, t, got)
+                found = _diagnose_local(graph, values, upstream, op, t, got, dtype)
             notes[t] = found.sentence
             if first is None:
                 first, diagnosis = t, found
-        elif t in chain and _same(chain[t], ref[t]):
+        elif t in chain and _same(chain[t], ref[t], dtype):
             marks[t] = "right"
         else:
             marks[t] = "consequence" if first is not None else "unknown"
@@ -1304,7 +1431,7 @@ def _helper_output(helper, g, values, op):
     return out if isinstance(out, dict) else {}
 
 
-def _diagnose_local(graph, values, upstream, op, name, got):
+def _diagnose_local(graph, values, upstream, op, name, got, dtype=None):
     """Which usual mistake one op's local gradient shows, given the right upstream gradient."""
     g = upstream[op.index]
     local = op.vjp(values, g)
@@ -1313,10 +1440,9 @@ def _diagnose_local(graph, values, upstream, op, name, got):
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(right.shape):
         c = compare(label, got, right)
         return Diagnosis(c.kind, c.diagnosis or "", False, op=name)
-    got = _f64(got)
     fitting = {v.kind: v for v in op.variants(values, g, local, graph.names)
                if v.input == name and v.basis is None and v.value is not None
-               and v.value.shape == right.shape and _same(got, v.value) and not _same(v.value, right)}
+               and v.value.shape == right.shape and _same(got, v.value, dtype) and not _same(v.value, right, dtype)}
     if len(fitting) == 1:
         variant = next(iter(fitting.values()))
         return Diagnosis(variant.kind, variant.sentence(), True, op=name)

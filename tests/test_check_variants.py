@@ -446,3 +446,113 @@ def test_an_answer_that_changes_its_inputs_in_place_is_judged_on_the_inputs_it_w
 
     spec.exercise.check(lambda x, dout: relu_backward(dout, x), [(l, {k: v.clone() for k, v in i.items()})
                                                                  for l, i in spec.cases])
+
+
+# --------------------------------------------------------------------------- lessons 1 to 4's computations
+def test_one_w_per_observation_names_lesson_3s_link_slips_without_an_upstream_factor():
+    """Scale with w and b of x's shape: the local derivatives ∂z_i/∂w and ∂z_i/∂b on their own (no Σ, no upstream)."""
+    for key, student, kind, needle in [
+        ("L3.dz_dw", {"dz_dw": torch.ones_like}, "dropped", "the factor x is missing: ∂z/∂w = x. Fix: dz/dw = x."),
+        ("L3.dz_dw", {"dz_dw": lambda x: x * x}, "twice", "x is multiplied in twice. Fix: dz/dw = x, with x once."),
+        ("L3.dz_db", {"dz_db": lambda x: x.clone()}, "wrong_factor",
+         "it multiplies by x, but ∂z/∂b = 1. Fix: dz/db = 1 for every observation, without x."),
+    ]:
+        got, message = diagnosed(key, student)
+        assert got == kind and needle in message.splitlines()[0], message
+    for key, student in [("L3.dz_dw", {"dz_dw": lambda x: x * 1.0}), ("L3.dz_db", {"dz_db": lambda x: x ** 0})]:
+        assert diagnosed(key, student) == (None, "")
+    kind, message = diagnosed("L3.dz_db", {"dz_db": lambda x: x + 1})
+    assert kind not in FORMULA_KINDS and "Fix:" not in message, message
+
+
+def test_a_scalar_w_keeps_its_messages():
+    """The one-w-per-observation form changes nothing for a 0-dim w (lessons 1 and 2)."""
+    kind, message = diagnosed("L2.dJ_dw", _dJ_dw(lambda x, y, w, b, h: 2 * (h - y) * h * (1 - h)))
+    assert kind == "dropped" and "the factor x is missing: ∂z/∂w = x. Fix: ∂J/∂w = Σ ∂J/∂z · x." in message
+    kind, message = diagnosed("L2.dJ_db", {"dJ_db": lambda x, y, w, b: E.RIGHT["L2.dJ_dw"]["dJ_dw"](x, y, w, b)})
+    assert kind == "wrong_factor" and "it multiplies by x, but ∂z/∂b = 1. Fix: ∂J/∂b = Σ ∂J/∂z, without x." in message
+
+
+def _l4(**slips):
+    """Lesson 4's node gradients with some nodes replaced: slips[key](X, y, w, b, right) -> that node's gradient."""
+    def grads(X, y, w, b):
+        right = E.l4_grads_by_graph(X, y, w, b)
+        return {**right, **{k: fn(X, y, w, b, right) for k, fn in slips.items()}}
+    return {"grads_by_graph": grads}
+
+
+def test_lesson_4s_graph_gives_autograds_gradient_of_every_node():
+    """Graph.reference with intermediate tensors: autograd's gradient of L with respect to each node's output."""
+    spec = SPECS["L4.grads_by_graph"]
+    _, inputs = spec.cases[-1]
+    X, y, w, b = (inputs[k].detach().double().requires_grad_(k in "wb") for k in ("X", "y", "w", "b"))
+    u = X @ w
+    f = u + b
+    e = f - y
+    q = e * e
+    expected = dict(zip("qefuwb", torch.autograd.grad(q.mean(), (q, e, f, u, w, b))))
+    reference = spec.exercise.graph.reference(inputs, spec.exercise.wrt)
+    for key in "qefuwb":
+        assert torch.allclose(reference[key], expected[key], rtol=1e-12, atol=1e-14), key
+
+
+@pytest.mark.parametrize("slips, kind, needle", [
+    (dict(e=lambda X, y, w, b, g: 2 * (X @ w + b) / len(y)), "error_term",
+     "it uses the prediction f where the error e = f − y belongs. Fix: dL/de = dL/dq · 2e, with e = f − y."),
+    (dict(e=lambda X, y, w, b, g: g["q"].clone()), "dropped", "the square's local derivative ∂q/∂e = 2e is missing"),
+    (dict(e=lambda X, y, w, b, g: g["q"] * (X @ w + b - y) ** 2), "loss_for_grad", "the square e² itself"),
+    (dict(w=lambda X, y, w, b, g: g["w"].flip(0)), "wrong_factor", "dL/dw[0] uses the column X[:, 1]"),
+])
+def test_a_lesson_4_node_is_diagnosed_on_its_own_given_the_gradients_above_it(slips, kind, needle):
+    """One node wrong, every other right: no slip of the whole pass fits, but the node's own does (and only it)."""
+    spec = SPECS["L4.grads_by_graph"]
+    key = next(iter(slips))
+    node = V.Exercise(spec.exercise.graph, key, name=f"dL/d{key}")
+    answer = spec.answer(_l4(**slips))
+    with pytest.raises(GradientError) as err:
+        node.check(lambda **inputs: answer(**inputs)[f"dL/d{key}"], spec.cases)
+    assert err.value.kind == kind and needle in str(err.value).splitlines()[0], str(err.value)
+    _, inputs = spec.cases[-1]
+    trace = V.locate(spec.exercise.graph, inputs, grads={k[-1]: v for k, v in answer(**inputs).items()})
+    assert trace.first == key and trace.diagnosis.kind == kind and trace.diagnosis.named
+    assert all(n.status == "right" for n in trace.nodes if n.name != key)
+
+
+def test_lesson_4s_unusual_right_answers_and_unrelated_slips():
+    assert diagnosed("L4.grads_by_graph", _l4(e=lambda X, y, w, b, g: torch.where(
+        g["e"] >= 0, g["e"].abs(), -g["e"].abs()))) == (None, "")
+    for slips in (dict(e=lambda X, y, w, b, g: torch.tanh(g["e"])),
+                  dict(e=lambda X, y, w, b, g: 3 * (X @ w + b) / len(y))):  # two slips at once
+        spec = SPECS["L4.grads_by_graph"]
+        node = V.Exercise(spec.exercise.graph, "e", name="dL/de")
+        answer = spec.answer(_l4(**slips))
+        with pytest.raises(GradientError) as err:
+            node.check(lambda **inputs: answer(**inputs)["dL/de"], spec.cases)
+        assert err.value.kind not in FORMULA_KINDS and "Fix:" not in str(err.value), str(err.value)
+
+
+def test_locate_judges_a_float32_case_with_float32_tolerance():
+    """The pass runs in float64; right float32 gradients are right (they used to be marked wrong)."""
+    spec = SPECS["L4.grads_by_graph"]
+    label, inputs = spec.cases[2]
+    assert "float32" in label and inputs["X"].dtype == torch.float32
+    right = E.l4_grads_by_graph(**inputs)
+    trace = V.locate(spec.exercise.graph, inputs, grads=right)
+    assert trace.ok, [(n.name, n.status) for n in trace.nodes]
+
+
+def test_locate_marks_where_a_mistake_found_over_several_cases_is():
+    """A single number per case cannot show a mistake on its own: given the diagnosis found over all cases, the trace
+    marks the node inside the formula where it is, and the graded gradient as following from it."""
+    spec = SPECS["L2.dJ_dw"]
+    answer = spec.answer(_dJ_dw(lambda x, y, w, b, h: 2 * (h - y) * (w * x + b) * (1 - (w * x + b)) * x))
+    results = [spec.exercise.compare_case(label, inputs, answer(**inputs)) for label, inputs in spec.cases]
+    found = spec.exercise.diagnose(results)
+    assert found.named and found.kind == "wrong_point" and found.key
+    case = V.informative_case(results)
+    alone = V.locate(spec.exercise.graph, case.inputs, grads={"w": case.got["∂J/∂w"]})
+    assert alone.first == "w" and not alone.diagnosis.named  # one case, one number: nothing named
+    trace = V.locate(spec.exercise.graph, case.inputs, grads={"w": case.got["∂J/∂w"]}, diagnosis=found)
+    assert trace.first == "z" and trace.diagnosis is found
+    assert {n.name: n.status for n in trace.nodes} == {"J": "right", "s": "unknown", "z": "wrong", "w": "consequence",
+                                                       "b": "consequence"}  # b: not given, but it would follow too

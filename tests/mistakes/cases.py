@@ -90,6 +90,62 @@ def l5_sigmoid_backward_of_upstream(dout, cache):
     return σ(1 - σ(dout))
 
 
+# --------------------------------------------------------------------------- one neuron (lessons 1 to 4)
+def l1_broadcast_labels(X, y, w):
+    # matroid/dlwithtf#14: y of shape (N,) against predictions of shape (N, 1): y − y_pred is (N, N).
+    h = σ(X * w)
+    return (2 * (h - y) * h * (1 - h) * X).sum()
+
+
+def l2_dot_then_mean(x, y, w, b):
+    # patrickloeber/pytorchTutorial#11: np.dot(...) is already a sum, so the .mean() after it divides nothing.
+    h = σ(w * x + b)
+    return torch.dot(2 * x, (h - y) * h * (1 - h)).mean()
+
+
+def l2_error_times_input_twice(x, y, w, b):
+    # udacity/deep-learning-v2-pytorch#409: the error term already holds x, and the weight step multiplies by x again.
+    h = σ(w * x + b)
+    error_term = 2 * (h - y) * h * (1 - h) * x
+    return (error_term * x).mean()
+
+
+def l2_db_not_averaged(x, y, w, b):
+    # tsycnh/mlbasic#2: the per-sample gradients are added up, and the division by len(x) is missing.
+    h = σ(w * x + b)
+    return (2 * (h - y) * h * (1 - h)).sum()
+
+
+def l2_db_no_sigmoid_derivative(x, y, w, b):
+    # jiexunsee/Neural-Network-with-Python#1: the output delta is the error alone, without the sigmoid's derivative.
+    h = σ(w * x + b)
+    return (2 * (h - y)).mean()
+
+
+def l2_db_derivative_of_net_input(x, y, w, b):
+    # hankcs/neural_net#1: dsigmoid (written for an output, y·(1 − y)) proposed for the net input instead.
+    z = w * x + b
+    h = σ(z)
+    return (2 * (h - y) * z * (1 - z)).mean()
+
+
+def l3_backward_delta_without_derivative(cache):
+    # hunkim/DeepLearningZeroToAll#113: d_l2 = diff, the sigmoid's derivative left out of a sigmoid + L2 loss.
+    x, y, z, s = cache
+    dJ_dz = 2 * (s - y) / len(x)
+    return (x * dJ_dz).sum(), dJ_dz.sum()
+
+
+def l4_gradients_without_two(X, y, w, b):
+    # patrickloeber/MLfromscratch#18: dw = (1/n)·Xᵀ(ŷ − y) for the mean of squares, the factor 2 missing.
+    return ex.l4_grads_by_graph(X, y, w, b, two=1.0)
+
+
+def l4_bias_gradient_not_summed(X, y, w, b):
+    # jimfleming/differentiation#1: the bias, broadcast over the batch, gets the batch's gradient unsummed.
+    return ex.l4_grads_by_graph(X, y, w, b, summed=False)
+
+
 # --------------------------------------------------------------------------- relu
 def l5_relu_mask_from_upstream(dout, cache):
     # exacity/deeplearningbook-chinese#127: zero the parts of the *gradient* that are below 0.
@@ -347,6 +403,24 @@ CORPUS = [
             "L6.softmax_cross_entropy_grad", {"softmax_cross_entropy_grad": l6_assign_instead_of_subtract}, "= for -="),
     Mistake("fastai-18970", "https://forums.fast.ai/t/gradients-for-softmax-are-tiny-solved/18970/10", "softmax_diag",
             "L7.softmax_cross_entropy", {"softmax_cross_entropy": l7_softmax_diagonal}, "softmax − softmax²"),
+    Mistake("dlwithtf-14", "https://github.com/matroid/dlwithtf/issues/14", "broadcasting trap",
+            "L1.dsse_dw", {"dsse_dw": l1_broadcast_labels}, "(N, 1) − (N,) is (N, N)"),
+    Mistake("pytorch-tutorial-11", "https://github.com/patrickloeber/pytorchTutorial/pull/11", "factor",
+            "L2.dJ_dw", {"dJ_dw": l2_dot_then_mean}, "mean of a dot product: a sum"),
+    Mistake("udacity-409", "https://github.com/udacity/deep-learning-v2-pytorch/issues/409", "twice",
+            "L2.dJ_dw", {"dJ_dw": l2_error_times_input_twice}, "x in the error term and in the step"),
+    Mistake("mlbasic-2", "https://github.com/tsycnh/mlbasic/issues/2", "factor",
+            "L2.dJ_db", {"dJ_db": l2_db_not_averaged}, "no 1/N"),
+    Mistake("nn-python-1", "https://github.com/jiexunsee/Neural-Network-with-Python/issues/1", "dropped",
+            "L2.dJ_db", {"dJ_db": l2_db_no_sigmoid_derivative}, "no σ'"),
+    Mistake("hankcs-nn-1", "https://github.com/hankcs/neural_net/issues/1", "wrong_point",
+            "L2.dJ_db", {"dJ_db": l2_db_derivative_of_net_input}, "z(1 − z)"),
+    Mistake("zerotoall-113", "https://github.com/hunkim/DeepLearningZeroToAll/pull/113", "dropped",
+            "L3.backward", {"backward": l3_backward_delta_without_derivative}, "no σ'"),
+    Mistake("mlfromscratch-18", "https://github.com/patrickloeber/MLfromscratch/issues/18", "factor",
+            "L4.grads_by_graph", {"grads_by_graph": l4_gradients_without_two}, "no factor 2"),
+    Mistake("differentiation-1", "https://github.com/jimfleming/differentiation/issues/1", "shape",
+            "L4.grads_by_graph", {"grads_by_graph": l4_bias_gradient_not_summed}, "db not summed"),
     Mistake("dl4j-345-sign", "https://github.com/deeplearning4j/deeplearning4j/issues/345", "sign",
             "L7.softmax_cross_entropy", {"softmax_cross_entropy": l7_labels_minus_probs}, "labels − p"),
     Mistake("cs231n-jingtinghuang-3", "https://github.com/jingtinghuang/CS231n-Spring-2017/issues/3", "reg_coeff",

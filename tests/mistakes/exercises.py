@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from gradlab.variants import (Add, CrossEntropy, Dot, Exercise, Graph, L2, Linear, MSE, ReLU, Scale, Sigmoid,
-                              Sum)
+from gradlab.variants import (Add, CrossEntropy, Dot, Exercise, Graph, L2, Linear, Mean, MSE, ReLU, Scale, Sigmoid,
+                              Square, Sub, Sum)
 
 FLOATS = (torch.float32, torch.float64)
 SIZES = (1, 7, 64)
@@ -183,6 +183,46 @@ def _l2():
                 lambda s: (lambda x, y, w, b: s["dJ_dw"](x, y, w, b)), hidden)
 
 
+def _l2_db():
+    def hidden(s):
+        from gradlab.grading import lesson02
+        lesson02.check_dJ_db(s["dJ_db"])
+
+    return Spec("L2.dJ_db", Exercise(_neuron_graph({"s": "h"}), "b", name="∂J/∂b"),
+                _cases(22, _neuron, sizes=(1, 7, 64, 569)),
+                lambda s: (lambda x, y, w, b: s["dJ_db"](x, y, w, b)), hidden)
+
+
+def _l3_dJ_dsigma():
+    graph = Graph(MSE("J", "s", "y"), grad_notation={"s": "dJ/dσ"})
+
+    def make(gen, n, dtype):
+        return {"s": torch.sigmoid(_randn(gen, n, scale=2.0)).to(dtype), "y": _labels01(gen, n, dtype)}
+
+    def hidden(s):
+        from gradlab.grading import lesson03
+        lesson03.check_dJ_dsigma(s["dJ_dsigma"])
+
+    return Spec("L3.dJ_dsigma", Exercise(graph, "s", name="dJ/dσ"), _cases(33, make),
+                lambda st: (lambda s, y: st["dJ_dsigma"](s, y)), hidden)
+
+
+def _l3_link(which):
+    """dz_dw or dz_db: the local derivative of z = w·x + b alone, one w and b per observation (all 0)."""
+    graph = Graph(Scale("z", "w", "x", "b"), Sum("J", "z"), grad_notation={"z": None, "w": "dz/dw", "b": "dz/db"})
+
+    def make(gen, n, dtype):
+        x = _randn(gen, n, dtype=dtype)
+        return {"x": x, "w": torch.zeros_like(x), "b": torch.zeros_like(x)}
+
+    def hidden(s):
+        from gradlab.grading import lesson03
+        getattr(lesson03, f"check_dz_d{which}")(s[f"dz_d{which}"])
+
+    return Spec(f"L3.dz_d{which}", Exercise(graph, which, name=f"dz/d{which}"), _cases(34 if which == "w" else 35, make),
+                lambda s: (lambda x, w, b: s[f"dz_d{which}"](x)), hidden)
+
+
 def _l3_dsigma():
     graph = Graph(Sigmoid("s", "z"), Sum("J", "s"), notation={"s": "σ(z)"}, grad_notation={"s": None})
 
@@ -210,6 +250,40 @@ def _l3_backward():
 
     return Spec("L3.backward", Exercise(_neuron_graph({}), ("w", "b"), name=("dJ/dw", "dJ/db")),
                 _cases(32, _neuron), answer, hidden)
+
+
+NODES4 = ("q", "e", "f", "u", "w", "b")
+
+
+def _l4_grads_by_graph():
+    """Lesson 4's node-by-node gradients: u = X @ w, f = u + b, e = f − y, q = e², L = mean(q)."""
+    graph = Graph(Linear("u", "X", "w"), Add("f", "u", "b"), Sub("e", "f", "y"), Square("q", "e", error=("f", "y")),
+                  Mean("L", "q"), data=("X",), grad_notation={k: f"dL/d{k}" for k in NODES4})
+
+    def make(gen, n, dtype):
+        return {"X": _randn(gen, n, 2, dtype=dtype), "y": _randn(gen, n, dtype=dtype, scale=2.0),
+                "w": _randn(gen, 2, dtype=dtype), "b": _randn(gen, 1, dtype=dtype).reshape(())}
+
+    def answer(s):
+        def run(X, y, w, b):
+            grads = s["grads_by_graph"](X, y, w, b)
+            return {f"dL/d{k}": grads.get(k) for k in NODES4} if isinstance(grads, dict) else grads
+        return run
+
+    def hidden(s):
+        from gradlab.grading import lesson04
+        lesson04.check_grads_by_graph(s["grads_by_graph"])
+
+    return Spec("L4.grads_by_graph", Exercise(graph, NODES4, name=tuple(f"dL/d{k}" for k in NODES4)),
+                _cases(41, make), answer, hidden)
+
+
+def l4_grads_by_graph(X, y, w, b, two=2.0, summed=True):
+    """The right node-by-node gradients (two: the square's factor; summed: b's gradient summed over the batch)."""
+    e = X @ w + b - y
+    dq = torch.ones_like(e) / len(e)
+    de = dq * two * e
+    return {"q": dq, "e": de, "f": de, "u": de, "w": X.T @ de, "b": de.sum() if summed else de}
 
 
 def _l5_linear():
@@ -438,8 +512,9 @@ def l2_right(dout, cache, lam):
 
 
 def all_specs():
-    specs = [_l1(), _l2(), _l3_dsigma(), _l3_backward(), _l5_linear(), _l5_sigmoid(), _l5_relu(), _l5_two_layer(),
-             _l6_ce(), _l7_relu(), _l7_linear(), _l7_ce(), _l7_backward(), _ext_l2()]
+    specs = [_l1(), _l2(), _l2_db(), _l3_dJ_dsigma(), _l3_dsigma(), _l3_link("w"), _l3_link("b"), _l3_backward(),
+             _l4_grads_by_graph(), _l5_linear(), _l5_sigmoid(), _l5_relu(), _l5_two_layer(), _l6_ce(), _l7_relu(),
+             _l7_linear(), _l7_ce(), _l7_backward(), _ext_l2()]
     return {s.key: s for s in specs}
 
 
@@ -449,9 +524,15 @@ RIGHT = {
                                                * (1 - sigmoid(X * w)) * X).sum()},
     "L2.dJ_dw": {"dJ_dw": lambda x, y, w, b: (2 * (sigmoid(w * x + b) - y) * sigmoid(w * x + b)
                                               * (1 - sigmoid(w * x + b)) * x).mean()},
+    "L2.dJ_db": {"dJ_db": lambda x, y, w, b: (2 * (sigmoid(w * x + b) - y) * sigmoid(w * x + b)
+                                              * (1 - sigmoid(w * x + b))).mean()},
+    "L3.dJ_dsigma": {"dJ_dsigma": lambda s, y: 2 * (s - y) / s.shape[0]},
     "L3.dsigma_dz": {"dsigma_dz": lambda z: sigmoid(z) * sigmoid(-z)},
+    "L3.dz_dw": {"dz_dw": lambda x: x.clone()},
+    "L3.dz_db": {"dz_db": torch.ones_like},
     "L3.backward": {"backward": lambda c: ((c[0] * 2 * (c[3] - c[1]) * c[3] * (1 - c[3]) / len(c[0])).sum(),
                                            (2 * (c[3] - c[1]) * c[3] * (1 - c[3]) / len(c[0])).sum())},
+    "L4.grads_by_graph": {"grads_by_graph": l4_grads_by_graph},
     "L5.linear_backward": {"linear_backward": l5_linear_backward},
     "L5.sigmoid_backward": {"sigmoid_backward": l5_sigmoid_backward},
     "L5.relu_backward": {"relu_backward": l5_relu_backward},
