@@ -211,13 +211,67 @@ def _dsse_dw(factor=2.0, sign=1.0, times_x=True, trap=False):
 @pytest.mark.parametrize("wrong, kind, diagnosis", [
     (_dsse_dw(factor=1.0), "factor", "missing factor 2"),
     (_dsse_dw(sign=-1.0), "sign", "wrong sign"),
-    (_dsse_dw(times_x=False), "values", "dSSE/dw is wrong"),
+    (_dsse_dw(times_x=False), "dropped", "the factor X is missing"),  # was "values": the engine names it
     (_dsse_dw(trap=True), "broadcasting trap", "broadcasting trap"),
     (lambda X, y, w: _dsse_dw()(X, y, w) / X.shape[0], "factor", "extra division by N"),
     (lambda X, y, w: torch.tensor(27.4926), "values", "dSSE/dw is wrong"),
 ])
 def test_wrong_derivatives_fail_with_their_diagnosis(wrong, kind, diagnosis):
     fails(lesson01.check_dsse_dw, wrong, kind, diagnosis)
+
+
+def _dsse_dw_with(local):
+    """dsse_dw with the per-observation factor after 2(h − y) replaced: local(X, y, h, z) for a column of terms."""
+    def wrong(X, y, w):
+        z = X * w
+        h = torch.sigmoid(z)
+        return local(X, y.reshape(-1, 1), h, z).sum()
+    return wrong
+
+
+# The formula mistakes the diagnosis names (gradlab.variants, from the computation the check declares), in the
+# student's notation, with the fix; each is the same on every case tried.
+NAMED = [
+    (_dsse_dw_with(lambda X, y, h, z: 2 * (h - y) * z * (1 - z) * X), "wrong_point",
+     "it computes z·(1 − z): that is σ' written for the output σ, applied to the input z. Fix: use ∂SSE/∂h · h · (1 − h)"),
+    (_dsse_dw_with(lambda X, y, h, z: 2 * (h - y) * torch.sigmoid(h) * (1 - torch.sigmoid(h)) * X), "wrong_point",
+     "evaluates σ' at h = σ(z), so the sigmoid is applied twice"),
+    (_dsse_dw_with(lambda X, y, h, z: 2 * h * h * (1 - h) * X), "error_term",
+     "it uses the prediction h where the error h − y belongs"),
+    (_dsse_dw_with(lambda X, y, h, z: 2 * (h - y) * h * X), "sigmoid_part", "by σ(z) only"),
+    (_dsse_dw_with(lambda X, y, h, z: 2 * (h - y) * (1 - h) * X), "sigmoid_part", "by 1 − σ(z) only"),
+    (_dsse_dw_with(lambda X, y, h, z: 2 * (h - y) * (h * (1 - h)) ** 2 * X), "twice", "σ'(z) is applied twice"),
+    (_dsse_dw_with(lambda X, y, h, z: (h - y) ** 2 * h * (1 - h) * X), "loss_for_grad", "the loss itself"),
+]
+
+
+@pytest.mark.parametrize("wrong, kind, needle", NAMED, ids=[k for _, k, _ in NAMED])
+def test_formula_mistakes_are_named_from_an_informative_case_with_the_graph_attached(wrong, kind, needle):
+    err, verdict = both(lesson01.check_dsse_dw, wrong)
+    message = str(err)
+    assert err.kind == verdict.kind == kind, message
+    assert needle in message.splitlines()[0] and "Fix:" in message.splitlines()[0], message
+    assert "(n=64," in message.splitlines()[0] and "(the same on all" in message  # not the n = 1 case
+    # the grader's verdict carries the backward pass drawn, the node where the slip is marked
+    assert verdict.figure and verdict.figure.startswith("<?xml") and "first wrong" in verdict.figure
+    assert "∂SSE/∂z" in verdict.figure or "∂SSE/∂h" in verdict.figure
+
+
+UNRELATED = [  # wrong, but no usual slip fits every case: the message must not name one
+    _dsse_dw_with(lambda X, y, h, z: 2 * (h - y) * (1 - torch.tanh(z) ** 2) * X),
+    _dsse_dw_with(lambda X, y, h, z: 2 * (h - y) * h * (1 - h) * X + 0.01 * X ** 3),
+    _dsse_dw_with(lambda X, y, h, z: 2 * (h - y) * torch.sigmoid(z + 1) * (1 - torch.sigmoid(z + 1)) * X),
+    _dsse_dw_with(lambda X, y, h, z: 3 * (h - y) * z * (1 - z) * X),  # two slips at once
+]
+
+
+@pytest.mark.parametrize("wrong", UNRELATED)
+def test_unrelated_mistakes_are_not_given_a_formula_name(wrong):
+    from gradlab.variants import KINDS
+
+    err, verdict = both(lesson01.check_dsse_dw, wrong)
+    assert err is not None and err.kind not in KINDS and "Fix:" not in str(err), str(err)
+    assert verdict.figure is None  # nothing to mark: a drawing would only repeat the message
 
 
 def test_a_derivative_of_shape_1_by_1_is_told_its_shape_not_a_trap():

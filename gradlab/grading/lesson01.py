@@ -5,13 +5,22 @@ scalar parameters w and b. Every expected value comes from torch's own functions
 ``torch.sigmoid``, ``F.mse_loss``) and from autograd, computed before the student's function is called;
 none of the formulas the exercises ask for is written out here.
 
-``check_scalar`` (a 0-dim answer) is shared with lesson 2.
+``check_scalar`` (a 0-dim answer) is shared with lesson 2; ``judge`` (a gradient graded on every case, then
+diagnosed by gradlab.variants from the computation the check declares) with lessons 2 to 4.
 """
 import torch
 import torch.nn.functional as F
 
+from gradlab import variants as V
 from gradlab.check import autograd_grads, compare
-from gradlab.grading import common
+from gradlab.grading import common, trial
+
+#: The computation dsse_dw differentiates, declared once for the diagnosis (gradlab.variants): z = x·w, h = σ(z),
+#: SSE = Σ (h − y)², in the lesson's notation.
+DSSE_DW = V.Exercise(
+    V.Graph(V.Scale("z", "w", "X"), V.Sigmoid("h", "z"), V.MSE("SSE", "h", "y", reduction="sum"), data=("X",),
+            grad_notation={"h": "∂SSE/∂h", "z": "∂SSE/∂z", "w": "dSSE/dw"}),
+    "w", name="dSSE/dw")
 
 
 def _column(gen, n, dtype, device):
@@ -63,6 +72,37 @@ def check_scalar(name, got, expected, case):
     common.check_tensor(name, got, expected, case)
 
 
+def scalar_values(name):
+    """values_of for ``judge`` when the answer is a 0-dim tensor: a one-element tensor of another shape is compared
+    by its value, and the message says its shape as check_scalar does."""
+    def values_of(label, got):
+        if isinstance(got, torch.Tensor) and got.dim() > 0 and got.numel() == 1:
+            return (f"{label}; besides, its shape is {tuple(got.shape)}, not (): end with .reshape(())",
+                    got.detach().reshape(()))
+        return label, got
+    return values_of
+
+
+def formula_trace(exercise, result, diagnosis):
+    """The backward pass of one case traced from the graded gradients alone, for a failure whose formula mistake was
+    named over all the cases (``diagnosis``): the node where the mistake is (not given when it is inside the
+    student's formula) and what follows from it. None without a named mistake: a drawing would only repeat the
+    message."""
+    if diagnosis is None:
+        return None
+    grads = {}
+    for name, wrt in zip(exercise.names, exercise.wrt):
+        got = result.got.get(name)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(result.expected[name].shape):
+            return None
+        grads[wrt] = got
+    trace = V.locate(exercise.graph, result.inputs, grads=grads, diagnosis=diagnosis)
+    if trace.first is None or trace.diagnosis is None or not trace.diagnosis.named:
+        return None
+    trace.title = f"the backward pass of {', '.join(exercise.names)} ({result.label.split(';')[0]})"
+    return trace
+
+
 def _trap_hint(name, got, trapped, expected, case):
     """Name the broadcasting trap when ``got`` is what (N, 1) − (N,) → (N, N) gives instead of ``expected``
     (``trapped``: that value, or a tuple of the values the trap can give)."""
@@ -78,6 +118,93 @@ def _trap_hint(name, got, trapped, expected, case):
                 f"Subtract y.reshape(-1, 1) (shape (N, 1)) instead.",
                 kind="broadcasting trap", gradient=name,
             )
+
+
+# --------------------------------------------------------------------------- shared with lessons 2 to 4
+PLAIN_KINDS = ("factor", "sign", "zeros")  # what compare alone names from the values, whatever the formula
+STRUCTURAL_KINDS = ("none", "type", "shape", "transposed", "nan")
+
+
+def judge(exercise, runs, strict, *, hint=None, values_of=None, trace=None, where=False, suffix=""):
+    """Grade one or more gradients on every case first, then speak: the check's own rules where they apply, else the
+    diagnosis of gradlab.variants from the computation the check declares (``exercise``).
+
+    runs: [(label, inputs, got, expected)] in the order tried, each expected value computed before the call; with
+      several gradients, got is what the student's function returned (a tuple) and expected a dict by name.
+    strict(label, got, expected): the check's per-case verdict (common.check_tensor, check_scalar: values, type,
+      shape, dtype, device), which raises. It judges every case when all values are right, and the first failing
+      case when what it sees there needs no formula (None, a shape, NaN), or is the same plain kind (a constant
+      factor, a sign, all zeros) on every failing case: then the message is the one the check always gave.
+    hint(label, got, expected, inputs): the lesson's own recognised slips (the broadcasting trap), tried on every
+      failing case in order before the diagnosis; it raises when it recognises one.
+    values_of(label, got) -> (label, value): what the values are compared as (a one-element tensor as 0-dim).
+    trace(result, diagnosis) -> a variants.Trace of the case the message comes from (diagnosis: the formula mistake
+      named over all cases, or None), or None: drawn and attached to the failure (nbgrader's feedback shows it
+      above the message); with ``where``, its first wrong gradient is also named in the message.
+    suffix: lines added to the diagnosis's message (strict's messages say what they say).
+    Otherwise the message comes from the most informative failing case (``variants.informative_case``), and names a
+    formula mistake only when one fits every case tried.
+    """
+    results = []
+    for label, inputs, got, expected in runs:
+        shown, value = values_of(label, got) if values_of is not None else (label, got)
+        expected = expected if isinstance(expected, dict) else {exercise.names[0]: expected}
+        results.append(exercise.compare_case(shown, inputs, value, expected))
+    failing = [(run, result) for run, result in zip(runs, results) if not result.ok]
+    if not failing:
+        for label, _, got, expected in runs:
+            strict(label, got, expected)
+        return results
+    (label, _, got, expected), first = failing[0]
+    name = next(n for n in exercise.names if not first.comparisons[n].ok)
+    seen = first.comparisons[name]
+    kinds = {result.comparisons[name].kind for _, result in failing if not result.comparisons[name].ok}
+    if seen.status == "error" or seen.kind in STRUCTURAL_KINDS or (kinds == {seen.kind} and seen.kind in PLAIN_KINDS):
+        strict(label, got, expected)
+    if hint is not None:
+        for (label, inputs, got, expected), _ in failing:
+            hint(label, got, expected, inputs)
+    message, kind, gradient = exercise.explain(results)
+    case = V.informative_case(results)
+    traced = None
+    if trace is not None:
+        found = exercise.diagnose(results) if kind in V.KINDS else None
+        traced = trace(case, found if found is not None and found.named else None)
+    line = where_line(traced) if where and traced is not None else ""
+    if line:  # it says what follows from the first wrong gradient: the diagnosis's own line about it goes
+        lines = [text for text in message.split("\n") if not text.endswith("wrong because of it.")]
+        at = next((i for i, text in enumerate(lines) if text.startswith("  expected:")), len(lines))
+        message = "\n".join(lines[:at] + [line] + lines[at:])
+    fail_with_trace(message + suffix, kind, gradient, traced, case.label)
+
+
+def where_line(trace):
+    """A line naming the first wrong gradient of a trace, what is wrong only because of it, and what is wrong for
+    another reason as well ("" when the first wrong one is the only wrong one)."""
+    first = next((n for n in trace.nodes if n.status == "wrong"), None)
+    follows = [n.label for n in trace.nodes if n.status == "consequence"]
+    others = [n.label for n in trace.nodes if n.status in ("also wrong", "unclear")]
+    if first is None or not (follows or others):
+        return ""
+    inside = " (a step inside your function)" if not first.known else ""
+    parts = [f"  The first wrong gradient is {first.label.replace(' (not given)', '')}{inside}"]
+    for names, what in ((follows, "wrong only because of it"), (others, "wrong for another reason as well")):
+        if names:
+            parts.append(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} {what}")
+    return "; ".join(parts) + "."
+
+
+def fail_with_trace(message, kind, gradient, trace=None, case=""):
+    """common.fail, with the drawing of ``trace`` (a variants.Trace: the backward pass, the first wrong gradient
+    marked) as the failure's figure. The drawing is made where someone sees it (the grader's replay, a local run),
+    not in the student's kernel while it records: the verdict comes from the replay."""
+    t = trial.current()
+    figure = None
+    if trace is not None and not trace.ok and not (t is not None and t.mode == "record"):
+        figure = trace.draw().svg
+    if t is not None:
+        t.outcomes.append({"gradient": gradient, "status": "wrong", "kind": kind, "case": case})
+    common.fail(message, kind=kind, gradient=gradient, figure=figure)
 
 
 def helpers_note(fn, name, args, expected, helpers, case):
@@ -172,17 +299,24 @@ def check_dsse_dw(dsse_dw):
 
     Run with the grader's ``sigmoid`` and ``linear`` in place of the student's, in case dsse_dw calls them."""
     helpers = {"sigmoid": reference_sigmoid, "linear": reference_linear}
-    first = None
+    runs, trapped = [], {}
     for label, gen, n, dtype, device in common.cases(105):
         X = _column(gen, n, dtype, device)
         y = common.labels(gen, n, dtype, device)
         w = common.scalar(gen, dtype, device)
         (expected,) = autograd_grads(lambda w_: reference_sse(torch.sigmoid(reference_linear(X, w_)), y), w)
-        (trapped,) = autograd_grads(lambda w_: _reference_sse_trapped(torch.sigmoid(reference_linear(X, w_)), y), w)
+        (trapped[label],) = autograd_grads(
+            lambda w_: _reference_sse_trapped(torch.sigmoid(reference_linear(X, w_)), y), w)
         with common.reference_helpers(dsse_dw, helpers):
             got = common.call_student(dsse_dw, "dsse_dw", X, y, w, case=label)
-        _trap_hint("dSSE/dw", got, trapped, expected, label)
+        runs.append((label, {"X": X, "y": y, "w": w}, got, expected))
+
+    def strict(label, got, expected):
+        _trap_hint("dSSE/dw", got, trapped[label], expected, label)
         check_scalar("dSSE/dw", got, expected, label)
-        if first is None and n > 1:
-            first = ((X, y, w), expected, label)
-    helpers_note(dsse_dw, "dsse_dw", *first[:2], helpers, first[2])
+
+    judge(DSSE_DW, runs, strict, values_of=scalar_values("dSSE/dw"),
+          hint=lambda label, got, expected, inputs: _trap_hint("dSSE/dw", got, trapped[label], expected, label),
+          trace=lambda result, found: formula_trace(DSSE_DW, result, found))
+    first = next(run for run in runs if run[1]["X"].shape[0] > 1)
+    helpers_note(dsse_dw, "dsse_dw", tuple(first[1].values()), first[3], helpers, first[0])
