@@ -109,8 +109,69 @@ def test_partials_name_the_classic_mistakes():
     fails(lesson02.check_dJ_dw, lambda x, y, w, b: dJ_dw(x, y, w, b) / 2, "factor", "missing factor 2")
     fails(lesson02.check_dJ_dw, lambda x, y, w, b: dJ_dw(x, y, w, b) * x.shape[0], "factor", "divide by N")
     fails(lesson02.check_dJ_db, lambda x, y, w, b: -dJ_db(x, y, w, b), "sign", "wrong sign")
-    fails(lesson02.check_dJ_db, dJ_dw, "values", "∂J/∂b is wrong")  # the x factor does not belong in ∂J/∂b
+    # the x factor does not belong in ∂J/∂b (was "values": the diagnosis names it)
+    fails(lesson02.check_dJ_db, dJ_dw, "wrong_factor", "∂J/∂b is wrong", "it multiplies by x, but ∂z/∂b = 1")
     fails(lesson02.check_dJ_dw, lambda x, y, w, b: dJ_dw(x, y, w, torch.zeros_like(b)), "values", "∂J/∂w is wrong")
+
+
+def _partial_with(local, reduce=torch.mean):
+    """A partial derivative with the per-observation term after the square's 2(h − y) replaced: local(x, y, w, h, z)."""
+    def wrong(x, y, w, b):
+        z = w * x + b
+        h = torch.sigmoid(z)
+        return reduce(local(x, y, w, h, z))
+    return wrong
+
+
+# Formula mistakes the diagnosis names, from the computation the check declares (z = w·x + b → h = σ(z) → J), with
+# the fix in the lesson's notation: only when the same mistake fits every case tried.
+NAMED = [
+    (lesson02.check_dJ_dw, _partial_with(lambda x, y, w, h, z: 2 * (h - y) * z * (1 - z) * x), "wrong_point",
+     "it computes z·(1 − z): that is σ' written for the output σ, applied to the input z"),
+    (lesson02.check_dJ_dw, _partial_with(lambda x, y, w, h, z: 2 * (h - y) * h * (1 - h)), "dropped",
+     "the factor x is missing: ∂z/∂w = x. Fix: ∂J/∂w = Σ ∂J/∂z · x."),
+    (lesson02.check_dJ_dw, _partial_with(lambda x, y, w, h, z: 2 * (h - y) * h * (1 - h) * x * x), "twice",
+     "x is multiplied in twice"),
+    (lesson02.check_dJ_dw, _partial_with(lambda x, y, w, h, z: 2 * (h - y) * h * (1 - h) * x[0]), "stale_input",
+     "the first observation's x in every term"),
+    (lesson02.check_dJ_dw, _partial_with(lambda x, y, w, h, z: 2 * (h - y) * h * (1 - h) * w), "wrong_factor",
+     "it multiplies by w where x belongs"),
+    (lesson02.check_dJ_db, _partial_with(lambda x, y, w, h, z: 2 * (h - y)), "dropped",
+     "the sigmoid's local derivative σ'(z) is missing"),
+    (lesson02.check_dJ_db, _partial_with(lambda x, y, w, h, z: 2 * h * h * (1 - h)), "error_term",
+     "it uses the prediction h where the error h − y belongs"),
+    (lesson02.check_dJ_db, _partial_with(lambda x, y, w, h, z: 2 * (h - y) * (1 - h)), "sigmoid_part",
+     "1 − σ(z) only"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, kind, needle", NAMED, ids=[f"{c.check_name}-{k}" for c, _, k, _ in NAMED])
+def test_partials_name_formula_mistakes_with_the_graph_attached(check, wrong, kind, needle):
+    err, verdict = both(check, wrong)
+    message = str(err)
+    assert err.kind == verdict.kind == kind and needle in message.splitlines()[0], message
+    assert "(n=569," in message.splitlines()[0] and "Fix:" in message.splitlines()[0]
+    assert verdict.figure and "first wrong" in verdict.figure and "∂J/∂z" in verdict.figure
+
+
+@pytest.mark.parametrize("check, wrong", [
+    (lesson02.check_dJ_dw, _partial_with(lambda x, y, w, h, z: 2 * (h - y) * (1 - torch.tanh(z) ** 2) * x)),
+    (lesson02.check_dJ_dw, _partial_with(lambda x, y, w, h, z: 2 * (h - y) * h * (1 - h) * x + 0.01 * x ** 3)),
+    (lesson02.check_dJ_db, _partial_with(lambda x, y, w, h, z: 2 * (h - y) * h * (1 - h) * (x + 1))),
+    (lesson02.check_dJ_db, _partial_with(lambda x, y, w, h, z: 2 * (y - h) * h)),  # two slips: sign and σ only
+])
+def test_partials_do_not_name_a_mistake_that_does_not_fit_every_case(check, wrong):
+    from gradlab.variants import KINDS
+
+    err, verdict = both(check, wrong)
+    assert err is not None and err.kind not in KINDS and "Fix:" not in str(err), str(err)
+
+
+def test_a_sum_for_the_mean_is_still_told_from_the_first_case_that_shows_it():
+    """A plain constant factor on every case needs no formula: the message is the one the check always gave."""
+    message = fails(lesson02.check_dJ_dw, _partial_with(lambda x, y, w, h, z: 2 * (h - y) * h * (1 - h) * x,
+                                                        reduce=torch.sum), "factor", "divide by N")
+    assert "(n=7," in message.splitlines()[0]
 
 
 def test_partials_reject_constants_and_non_answers():

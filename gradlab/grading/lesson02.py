@@ -15,10 +15,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from gradlab import variants as V
 from gradlab.check import autograd_grads
 from gradlab.diagnose import dtype_name
 from gradlab.grading import common
-from gradlab.grading.lesson01 import check_scalar, helpers_note
+from gradlab.grading.lesson01 import check_scalar, formula_trace, helpers_note, judge, scalar_values
 
 # The loop must close all but this fraction of the gap between the best constant guess and the best neuron.
 GAP_LEFT = 0.05
@@ -147,6 +148,13 @@ def _near(got, expected, dtype):
 
 
 # --------------------------------------------------------------------------- the partial derivatives
+#: The computation both partial derivatives differentiate, declared once for the diagnosis (gradlab.variants):
+#: z_i = w·x_i + b, h_i = σ(z_i), J = (1/N) Σ (h_i − y_i)², in the lesson's notation.
+NEURON = V.Graph(V.Scale("z", "w", "x", "b"), V.Sigmoid("h", "z"), V.MSE("J", "h", "y"), data=("x",),
+                 grad_notation={"h": "∂J/∂h", "z": "∂J/∂z", "w": "∂J/∂w", "b": "∂J/∂b"})
+PARTIALS = (V.Exercise(NEURON, "w", name="∂J/∂w"), V.Exercise(NEURON, "b", name="∂J/∂b"))
+
+
 @common.graded
 def check_dJ_dw(dJ_dw):
     """dJ_dw(x, y, w, b) -> 0-dim ∂J/∂w, against autograd."""
@@ -160,11 +168,16 @@ def check_dJ_db(dJ_db):
 
 
 def _check_partial(fn, name, what, which, seed):
+    """Every case first, then one message: the diagnosis names a formula mistake only when it fits every case."""
+    runs = []
     for label, gen, n, dtype, device in common.cases(seed, sizes=(1, 7, 64, 569)):
         x, y, w, b = common.neuron_batch(gen, n, dtype, device)
         expected = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)[which]
         got = common.call_student(fn, name, x, y, w, b, case=label)
-        check_scalar(what, got, expected, label)
+        runs.append((label, {"x": x, "y": y, "w": w, "b": b}, got, expected))
+    exercise = PARTIALS[which]
+    judge(exercise, runs, lambda label, got, expected: check_scalar(what, got, expected, label),
+          values_of=scalar_values(what), trace=lambda result, found: formula_trace(exercise, result, found))
 
 
 # --------------------------------------------------------------------------- one step
