@@ -14,7 +14,7 @@ SOURCES  := $(wildcard notebooks/[0-9]*/*.ipynb)
 RELEASED := $(patsubst notebooks/%,grader/release/%,$(SOURCES))
 MY_WORK  := $(patsubst notebooks/%,my-work/%,$(SOURCES))
 
-.PHONY: lab test setup student grade-demo bench clean
+.PHONY: lab test setup student grade-demo class-report bench clean
 
 setup: $(STAMP) $(MATHJAX)
 
@@ -61,6 +61,14 @@ grade-demo: $(RELEASED) $(MATHJAX)
 	cd grader && nbgrader export --to grades.csv --log-level=WARN
 	@cd grader && python -m gradlab.instructor.grade_table $(DEMO_LESSON)
 	@echo "Grades as CSV: $(CURDIR)/grader/grades.csv"
+
+# What the class got wrong in one lesson (grader/README.md): per exercise and gradient, the share right, the
+# diagnosed mistakes with a line of advice each, who made them, who could not be graded, the static scan's flags.
+# One self-contained page, for the instructor only: <course>/reports/<lesson>.html. Run it after autograding.
+COURSE ?= grader
+class-report: $(STAMP)
+	@test -n "$(LESSON)" || (echo "say which lesson: make class-report LESSON=03-backprop-by-hand"; exit 1)
+	cd $(COURSE) && $(abspath $(PY)) -m gradlab.instructor.report $(LESSON)
 
 test: $(STAMP) $(MATHJAX)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -4,7 +4,9 @@
 
 `nbgrader export` gives one total per student; this shows which cells cost the points, which is what an
 instructor checks first after autograding. "?" marks a cell that still needs manual grading, "-" a student
-of the course with no submission.
+of the course with no submission. Under the table, every student and cell where the static scan found autograd
+or code that tampers with the grader (gradlab.instructor.scan): a flag takes no points, it says which code to read.
+The class report (gradlab.instructor.report) shows the mistakes behind the points.
 """
 import argparse
 from pathlib import Path
@@ -50,6 +52,31 @@ def render(assignment, columns, table):
     return "\n".join(lines)
 
 
+def flag_lines(root, assignment):
+    """Lines that list each flagged student and cell (from the grader's records), for under the table."""
+    from . import report
+
+    rows = report.flag_rows(root, assignment)
+    if not rows and not (Path(root) / "records" / assignment).is_dir():
+        return ["Static scan: no grader records for this assignment (autograde with the course's config writes them)."]
+    shown = [r for r in rows if not r["in_solution"]]
+    cells = {}
+    for r in shown:
+        cells.setdefault((r["student"], r["notebook"], r["cell"], r["grade_id"], r["where"]), []).append(r)
+    lines = [f"Static scan: {len(cells)} flagged cell{'s' if len(cells) != 1 else ''} (autograd or code that tampers "
+             "with the grader; no points taken: read the code)" + (":" if cells else ".")]
+    width = max([len(student) for student, *_ in cells] + [0])
+    for (student, notebook, cell, grade_id, where), found in cells.items():
+        name = f"cell {cell}" + (f" ({grade_id})" if grade_id else "") + f", {where}"
+        what = "; ".join(f"{r['category']}: {r['what']} (line {r['line']})" for r in found)
+        lines.append(f"  {student.ljust(width)}  {notebook}.ipynb {name}: {what}")
+    known = len(rows) - len(shown)
+    if known:
+        lines.append(f"  ({known} more that the lesson's own solution raises too, probably harmless: the class report "
+                     "lists them.)")
+    return lines
+
+
 def _number(value):
     return "?" if value is None else f"{value:g}"
 
@@ -72,6 +99,7 @@ def main(argv=None):
         except MissingEntry:
             raise SystemExit(f"{args.assignment} is not in {database}: release it first (nbgrader generate_assignment).")
     print(render(args.assignment, columns, table))
+    print("\n" + "\n".join(flag_lines(args.root, args.assignment)))
     files = feedback_files(args.root, args.assignment)
     where = Path(args.root).resolve() / "feedback" / "<student>" / args.assignment
     print(f"\nFeedback: {len(files)} HTML files, one per student, in {where}/")
