@@ -319,18 +319,35 @@ def test_a_hard_coded_dJ_dsigma_fails():
     fails(lesson03.check_dJ_dsigma, lambda s, y: torch.tensor([-0.5, 0.9]), "shape", "dJ/dσ")
 
 
-@pytest.mark.parametrize("wrong", [
-    lambda z: z * (1 - z),                                   # σ(1 − σ) with z put in for σ
-    lambda z: torch.sigmoid(z) * (1 + torch.sigmoid(z)),
-    lambda z: torch.sigmoid(z),
+# Kinds were "values" before the diagnosis (gradlab.variants) named the formula mistakes; σ(1 + σ) fits none.
+@pytest.mark.parametrize("wrong, kind, needle", [
+    (lambda z: z * (1 - z), "wrong_point",                   # σ(1 − σ) with z put in for σ
+     r"dσ/dz is wrong \(n=64.*: it computes z·\(1 − z\): that is σ' written for the output σ, applied to the input z"),
+    (lambda z: torch.sigmoid(torch.sigmoid(z)) * (1 - torch.sigmoid(torch.sigmoid(z))), "wrong_point", "applied twice"),
+    (lambda z: torch.sigmoid(z) * (1 + torch.sigmoid(z)), "values", "dσ/dz is wrong"),
+    (lambda z: torch.sigmoid(z), "sigmoid_part", r"it is σ\(z\) only, but σ'\(z\) = σ\(z\)·\(1 − σ\(z\)\)"),
+    (lambda z: 1 - torch.sigmoid(z), "sigmoid_part", r"Fix: multiply by σ\(z\) as well"),
+    (lambda z: (torch.sigmoid(z) * (1 - torch.sigmoid(z))) ** 2, "twice", "applied twice: it is squared"),
+    (lambda z: torch.sigmoid(z) - (1 - torch.sigmoid(z)), "values", "dσ/dz is wrong"),  # a difference: no usual slip
 ])
-def test_wrong_sigmoid_derivatives_fail(wrong):
-    fails(lesson03.check_dsigma_dz, wrong, "values", "dσ/dz is wrong")
+def test_wrong_sigmoid_derivatives_fail(wrong, kind, needle):
+    fails(lesson03.check_dsigma_dz, wrong, kind, needle)
 
 
 def test_dz_dw_of_ones_fails_and_dz_db_of_x_fails():
-    fails(lesson03.check_dz_dw, torch.ones_like, "values", "dz/dw is wrong")
-    fails(lesson03.check_dz_db, lambda x: x, "values", "dz/db is wrong")
+    fails(lesson03.check_dz_dw, torch.ones_like, "dropped", r"dz/dw is wrong .*the factor x is missing: ∂z/∂w = x\. "
+          r"Fix: dz/dw = x\.")
+    fails(lesson03.check_dz_db, lambda x: x, "wrong_factor", r"dz/db is wrong .*it multiplies by x, but ∂z/∂b = 1\. "
+          "Fix: dz/db = 1 for every observation")
+    fails(lesson03.check_dz_dw, lambda x: x * x, "twice", "x is multiplied in twice")
+
+
+@pytest.mark.parametrize("wrong, kind, needle", [
+    (lambda s, y: 2 * s / s.shape[0], "error_term", "it uses the prediction s where the error s − y belongs"),
+    (lambda s, y: (s - y) ** 2 / s.shape[0], "loss_for_grad", r"the loss itself, instead of its derivative"),
+])
+def test_dJ_dsigma_formula_mistakes_are_named(wrong, kind, needle):
+    fails(lesson03.check_dJ_dsigma, wrong, kind, needle)
 
 
 def test_dz_db_in_the_default_dtype_fails_on_float64_inputs():
@@ -410,8 +427,12 @@ def test_backward_that_forgets_dz_db_times_x_on_b_fails_only_on_b():
         dw, _ = backward(cache)
         x, y, z, s = cache
         return dw, (x * s * (1 - s) * 2 * (s - y) / len(x)).sum()
-    fails(lesson03.check_backward, b_with_x, "recognised slip", r"dJ/db is wrong \(n=1.*\): it equals dJ/dw: the bias's "
-          "local derivative ∂z/∂b is 1")
+    # was "recognised slip" ("it equals dJ/dw"): the diagnosis names the factor and the fix
+    err, verdict = both(lesson03.check_backward, b_with_x)
+    assert err.kind == verdict.kind == "wrong_factor", str(err)
+    assert re.search(r"dJ/db is wrong \(n=64.*\): it multiplies by x, but ∂z/∂b = 1\. Fix: dJ/db = Σ dJ/dz, without x",
+                     str(err)) and "dJ/dw is" not in str(err)
+    assert verdict.figure and "dJ/db" in verdict.figure
 
 
 def test_backward_that_skips_the_sigmoid_link_fails_even_with_right_helpers():
@@ -421,8 +442,52 @@ def backward(cache):
     dJ_dz = dJ_dsigma(s, y)  # the sigmoid's local derivative is missing
     return (x * dJ_dz).sum(), dJ_dz.sum()
 """)
-    fails(lesson03.check_backward, ns["backward"], "recognised slip", "dJ/dw is wrong",
-          "it matches a backward pass that leaves out the sigmoid's local derivative", "mistake is in backward itself")
+    # was "recognised slip": the diagnosis names the dropped link, and where it sits in the chain
+    message = fails(lesson03.check_backward, ns["backward"], "dropped", "dJ/dw is wrong",
+                    r"the sigmoid's local derivative σ'\(z\) is missing: dJ/dz equals dJ/dσ",
+                    r"The first wrong gradient is dJ/dz \(a step inside your function\); dJ/dw, dJ/db are wrong only "
+                    "because of it", "mistake is in backward itself")
+    assert "dJ/db is wrong because of it" not in message
+
+
+@pytest.mark.parametrize("slip, kind, needle", [
+    ("dJ_dz = torch.sigmoid(s) * (1 - torch.sigmoid(s)) * dJ_dsigma(s, y)", "wrong_point",
+     "it evaluates σ' at s = σ\\(z\\), so the sigmoid is applied twice"),
+    ("dJ_dz = z * (1 - z) * dJ_dsigma(s, y)", "wrong_point", r"it computes z·\(1 − z\)"),
+    ("dJ_dz = (1 - s) * dJ_dsigma(s, y)", "sigmoid_part", r"by 1 − σ\(z\) only"),
+    ("dJ_dz = (s * (1 - s)) ** 2 * dJ_dsigma(s, y)", "twice", r"σ'\(z\) is applied twice"),
+])
+def test_a_slip_inside_backward_is_named_where_it_is_with_the_graph_attached(slip, kind, needle):
+    ns = notebook(backward=f"""
+def backward(cache):
+    x, y, z, s = cache
+    {slip}
+    return (dz_dw(x) * dJ_dz).sum(), (dz_db(x) * dJ_dz).sum()
+""")
+    err, verdict = both(lesson03.check_backward, ns["backward"])
+    message = str(err)
+    assert err.kind == verdict.kind == kind and re.search(needle, message.splitlines()[0]), message
+    assert "(n=64," in message.splitlines()[0] and "The first wrong gradient is dJ/dz" in message
+    assert verdict.figure and "first wrong" in verdict.figure and "dJ/dz" in verdict.figure
+
+
+@pytest.mark.parametrize("dJ_dz", [
+    "torch.cos(z) * dJ_dsigma(s, y)",
+    "s * (1 - s) * dJ_dsigma(s, y) + 0.001 * x",
+    "2 * z * (1 - z) * dJ_dsigma(s, y)",  # two slips at once
+])
+def test_a_backward_with_no_usual_slip_is_not_given_one(dJ_dz):
+    from gradlab.variants import KINDS
+
+    ns = notebook(backward=f"""
+def backward(cache):
+    x, y, z, s = cache
+    dJ_dz = {dJ_dz}
+    return (dz_dw(x) * dJ_dz).sum(), (dz_db(x) * dJ_dz).sum()
+""")
+    err, verdict = both(lesson03.check_backward, ns["backward"])
+    assert err is not None and err.kind not in KINDS and "Fix:" not in str(err), str(err)
+    assert verdict.figure is None
 
 
 def test_backward_that_changes_the_cache_in_place_is_told_so():
@@ -472,6 +537,16 @@ def test_a_slip_in_a_helper_costs_backward_nothing_and_the_note_names_the_helper
     because = note.split("because ")[1]
     assert "your backward gives wrong gradients" in because and f"your {helper}" in because, note
     assert "Fix those (each has its own test)" in note, note
+
+
+def test_the_note_names_the_formula_mistake_of_each_wrong_helper():
+    """The helpers are probed on the largest case (one value cannot show a pattern) and each wrong one is diagnosed
+    from its own computation, as its own check would."""
+    ns = notebook(dsigma_dz="def dsigma_dz(z):\n    return z * (1 - z)\n", dz_db="def dz_db(x):\n    return x\n")
+    verdict = passes(lesson03.check_backward, ns["backward"])
+    (note,) = verdict.notes
+    assert ("your dsigma_dz gives wrong values (it computes z·(1 − z): that is σ' written for the output σ, applied "
+            "to the input z) and your dz_db gives wrong values (it multiplies by x, but ∂z/∂b = 1)") in note, note
 
 
 def test_the_wrong_sign_example_scores_the_helper_cell_only():

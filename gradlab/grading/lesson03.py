@@ -13,8 +13,10 @@ import math
 
 import torch
 
+from gradlab import variants as V
 from gradlab.check import autograd_grads, compare
 from gradlab.grading import common
+from gradlab.grading.lesson01 import formula_trace, judge
 
 HELPERS = ("dJ_dsigma", "dsigma_dz", "dz_dw", "dz_db")
 OWN_SECONDS = 5  # time limit for each call that runs the student's own helpers after a composite passed
@@ -23,6 +25,56 @@ OWN_SECONDS = 5  # time limit for each call that runs the student's own helpers 
 def cost(x, y, w, b):
     """The reference computation: mean squared error of the sigmoid neuron over the batch."""
     return ((torch.sigmoid(w * x + b) - y) ** 2).mean()
+
+
+# --------------------------------------------------------------------------- the computations, declared once
+# for the diagnosis (gradlab.variants), in the lesson's notation: the chain z = w·x + b → s = σ(z) → J, and each
+# local derivative on its own (a root that sums, no upstream factor).
+NOTATION = {"s": "dJ/dσ", "z": "dJ/dz", "w": "dJ/dw", "b": "dJ/db"}
+CHAIN = V.Graph(V.Scale("z", "w", "x", "b"), V.Sigmoid("s", "z"), V.MSE("J", "s", "y"), data=("x",),
+                grad_notation=NOTATION)
+BACKWARD = V.Exercise(CHAIN, ("w", "b"), name=("dJ/dw", "dJ/db"))
+LOCAL = {
+    "dJ_dsigma": V.Exercise(V.Graph(V.MSE("J", "s", "y"), grad_notation={"s": "dJ/dσ"}), "s", name="dJ/dσ"),
+    "dsigma_dz": V.Exercise(V.Graph(V.Sigmoid("s", "z"), V.Sum("J", "s"), notation={"s": "σ(z)"},
+                                    grad_notation={"s": None, "z": "dσ/dz"}), "z", name="dσ/dz"),
+}
+_LINK = V.Graph(V.Scale("z", "w", "x", "b"), V.Sum("J", "z"), grad_notation={"z": None, "w": "dz/dw", "b": "dz/db"})
+LOCAL["dz_dw"] = V.Exercise(_LINK, "w", name="dz/dw")
+LOCAL["dz_db"] = V.Exercise(_LINK, "b", name="dz/db")
+
+
+def trace(x, y, w, b, grads, title=None):
+    """The chain z = w·x + b → σ → J with the gradients in ``grads`` ({"σ": ∂J/∂σ, "z": ∂J/∂z, "w": ∂J/∂w,
+    "b": ∂J/∂b}, numbers or tensors; any may be left out) marked against autograd's: right, the first wrong one
+    (diagnosed), wrong only because of it. A notebook shows it as a picture; ``.explain()`` says it in words."""
+    like = x if isinstance(x, torch.Tensor) else torch.tensor(0.0, dtype=torch.float64)
+    given = {("s" if key == "σ" else key): (v if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=like.dtype))
+             for key, v in grads.items()}
+    traced = V.locate(CHAIN, {"x": x, "y": y, "w": w, "b": b}, grads=given)
+    traced.title = title or "the chain, link by link: your gradients against autograd's"
+    return traced
+
+
+def _local_inputs(name, x=None, y=None, z=None, s=None):
+    """The inputs of LOCAL[name]'s graph: w and b of the link z = w·x + b as one copy per observation."""
+    if name == "dJ_dsigma":
+        return {"s": s, "y": y}
+    if name == "dsigma_dz":
+        return {"z": z}
+    return {"x": x, "w": torch.zeros_like(x), "b": torch.zeros_like(x)}
+
+
+def _check_local(fn, name, label_of, seed, make):
+    """A local derivative on every case, then one message (gradlab.variants names a formula mistake that fits all)."""
+    exercise = LOCAL[name]
+    what = exercise.names[0]
+    runs = []
+    for label, gen, n, dtype, device in common.cases(seed):
+        args, expected = make(gen, n, dtype, device)
+        got = common.call_student(fn, name, *args, case=label)
+        runs.append((label, _local_inputs(name, **dict(zip(label_of, args))), got, expected))
+    judge(exercise, runs, lambda label, got, expected: common.check_tensor(what, got, expected, label))
 
 
 # --------------------------------------------------------------------------- the grader's own helpers
@@ -120,42 +172,38 @@ def check_forward(forward):
 @common.graded
 def check_dJ_dsigma(dJ_dsigma):
     """dJ_dsigma(s, y) -> (N,): ∂J/∂s_i for J = mean((s − y)²)."""
-    for label, gen, n, dtype, device in common.cases(302):
+    def make(gen, n, dtype, device):
         s = torch.sigmoid(common.randn(gen, n, dtype=dtype, device=device, scale=2.0))
         y = common.labels(gen, n, dtype, device)
-        expected = reference_dJ_dsigma(s, y)
-        got = common.call_student(dJ_dsigma, "dJ_dsigma", s, y, case=label)
-        common.check_tensor("dJ/dσ", got, expected, label)
+        return (s, y), reference_dJ_dsigma(s, y)
+    _check_local(dJ_dsigma, "dJ_dsigma", ("s", "y"), 302, make)
 
 
 @common.graded
 def check_dsigma_dz(dsigma_dz):
     """dsigma_dz(z) -> (N,): σ'(z_i), elementwise."""
-    for label, gen, n, dtype, device in common.cases(303):
+    def make(gen, n, dtype, device):
         z = common.randn(gen, n, dtype=dtype, device=device, scale=3.0)
-        expected = reference_dsigma_dz(z)
-        got = common.call_student(dsigma_dz, "dsigma_dz", z, case=label)
-        common.check_tensor("dσ/dz", got, expected, label)
+        return (z,), reference_dsigma_dz(z)
+    _check_local(dsigma_dz, "dsigma_dz", ("z",), 303, make)
 
 
 @common.graded
 def check_dz_dw(dz_dw):
     """dz_dw(x) -> (N,): ∂z_i/∂w for z_i = w·x_i + b."""
-    for label, gen, n, dtype, device in common.cases(304):
+    def make(gen, n, dtype, device):
         x = common.randn(gen, n, dtype=dtype, device=device)
-        expected = reference_dz_dw(x)
-        got = common.call_student(dz_dw, "dz_dw", x, case=label)
-        common.check_tensor("dz/dw", got, expected, label)
+        return (x,), reference_dz_dw(x)
+    _check_local(dz_dw, "dz_dw", ("x",), 304, make)
 
 
 @common.graded
 def check_dz_db(dz_db):
     """dz_db(x) -> (N,): ∂z_i/∂b for z_i = w·x_i + b (the same dtype and device as x)."""
-    for label, gen, n, dtype, device in common.cases(305):
+    def make(gen, n, dtype, device):
         x = common.randn(gen, n, dtype=dtype, device=device)
-        expected = reference_dz_db(x)
-        got = common.call_student(dz_db, "dz_db", x, case=label)
-        common.check_tensor("dz/db", got, expected, label)
+        return (x,), reference_dz_db(x)
+    _check_local(dz_db, "dz_db", ("x",), 305, make)
 
 
 # --------------------------------------------------------------------------- backward (a composite)
@@ -170,7 +218,7 @@ def check_backward(backward):
     Graded with the reference local derivatives in place of the student's; then run once more with the
     student's own, and a note names any of them that still gives wrong values.
     """
-    done = []
+    done, runs = [], []
     with common.reference_helpers(backward, {name: REFERENCES[name] for name in HELPERS}):
         for label, gen, n, dtype, device in common.cases(306):
             x, y, w, b = common.neuron_batch(gen, n, dtype, device)
@@ -179,34 +227,23 @@ def check_backward(backward):
             expected = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)
             got = common.call_student(backward, "backward", cache, case=label)
             try:
-                dw, db = _pair(got, "backward", "dJ/dw, dJ/db", label)
-                common.check_tensor("dJ/dw", dw, expected[0], label)
-                common.check_tensor("dJ/db", db, expected[1], label)
+                _pair(got, "backward", "dJ/dw, dJ/db", label)
             except common.CheckFailure as failure:
-                lines, kind = str(failure).split("\n"), failure.kind
-                slip = _backward_slip(got, cache, expected) if kind in ("values", "close") else None
-                if slip:
-                    lines[0], kind = f"{failure.gradient} is wrong ({label}): {slip}.", "recognised slip"
-                common.fail("\n".join(lines + [f"  {_HELPERS_REPLACED}"]), kind=kind, gradient=failure.gradient)
+                common.fail(f"{failure}\n  {_HELPERS_REPLACED}", kind=failure.kind, gradient=failure.gradient)
+            runs.append((label, {"x": x, "y": y, "w": w, "b": b}, tuple(got), dict(zip(BACKWARD.names, expected))))
             done.append(_Done(label, (cache,), lambda got, expected=expected: _backward_agrees(got, expected),
                               dict(x=x, y=y, z=z, s=cache[3])))
+
+    def strict(label, got, expected):
+        for name, value in zip(BACKWARD.names, got):
+            common.check_tensor(name, value, expected[name], label)
+
+    try:  # every case first; a slip of the chain is named where it is (dJ/dz inside backward), its figure attached
+        judge(BACKWARD, runs, strict, trace=lambda result, found: formula_trace(BACKWARD, result, found), where=True)
+    except common.CheckFailure as failure:
+        common.fail(f"{failure}\n  {_HELPERS_REPLACED}", kind=failure.kind, gradient=failure.gradient,
+                    figure=failure.figure)
     _note_own_functions(backward, "backward", done, HELPERS)
-
-
-def _backward_slip(got, cache, expected):
-    """A sentence naming a recognised slip of a backward pass, or None. The wrong answers come from autograd on a
-    wrong computation, never from the formula the exercise asks for."""
-    x, y, z, s = cache
-    dw, db = got
-    with torch.inference_mode(False), torch.enable_grad():
-        zero = torch.zeros((), dtype=z.dtype, device=z.device)
-        # the chain with the sigmoid link left out: J as if σ were s + (change of z), at the same point
-        without_sigmoid = autograd_grads(lambda dw_, db_: ((s + dw_ * x + db_ - y) ** 2).mean(), zero, zero)
-    if compare("", dw, without_sigmoid[0]).ok and compare("", db, without_sigmoid[1]).ok:
-        return "it matches a backward pass that leaves out the sigmoid's local derivative ∂σ/∂z"
-    if compare("", dw, expected[0]).ok and compare("", db, expected[0]).ok:
-        return "it equals dJ/dw: the bias's local derivative ∂z/∂b is 1 for every observation, not x"
-    return None
 
 
 def _backward_agrees(got, expected):
@@ -234,7 +271,10 @@ def _note_own_functions(fn, name, cases, replaced):
             trouble = "gives a wrong result"
         except AssertionError as failure:
             trouble = _clause(failure)
-        wrong = _wrong_functions(own, replaced, case.label, **case.probe)
+        # the helpers are probed on the largest case first: one value (n = 1) cannot show what a formula did
+        largest = max(cases, key=lambda c: c.probe["x"].numel())
+        wrong = _wrong_functions(own, replaced, largest.label, **largest.probe) if largest is not case else []
+        wrong = wrong or _wrong_functions(own, replaced, case.label, **case.probe)
         why = (f"because {_and(wrong)}" if wrong else
                "although each of them gives the right values on these inputs: check how it calls them")
         common.note(
@@ -291,8 +331,9 @@ def _wrong_functions(own, names, label, x, y, z, s, w=None, b=None):
         elif name == "backward":
             if not _backward_agrees(got, expected):
                 found.append("your backward gives wrong gradients")
-        elif not _agrees(got, expected):
-            result = compare(name, got, expected)
+        elif not _agrees(got, expected):  # the helper's own computation names a formula mistake where one fits
+            inputs = _local_inputs(name, x=x, y=y, z=z, s=s)
+            result = compare(name, got, expected, computation=LOCAL.get(name), inputs=inputs)
             first = (result.diagnosis or "").split(". ")[0].rstrip(".")
             why = f" ({first})" if not result.ok and first else ""
             found.append(f"your {name} gives wrong values{why}")
