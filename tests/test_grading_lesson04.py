@@ -127,13 +127,19 @@ def test_autograd_fails(way):
     (with_node("e", lambda X, y, w, b, g: -g["e"]), "sign",
      ["dL/de is wrong", "wrong sign", r"The gradients above it \(dL/dq\) are right"]),
     (with_node("e", lambda X, y, w, b, g: g["e"] / 2), "factor", ["dL/de is wrong", "factor 2"]),
-    (with_node("e", lambda X, y, w, b, g: 2 * (X @ w + b) / len(y)), "recognised slip",
-     [r"dL/de is wrong \(n=1.*\): it uses the prediction f where the error e = f − y belongs"]),
+    # kinds "recognised slip" before the diagnosis (gradlab.variants) named them from an informative case
+    (with_node("e", lambda X, y, w, b, g: 2 * (X @ w + b) / len(y)), "error_term",
+     [r"dL/de is wrong \(n=64.*\): it uses the prediction f where the error e = f − y belongs\. Fix: dL/de = dL/dq · 2e",
+      r"The gradients above it \(dL/dq\) are right"]),
+    (with_node("e", lambda X, y, w, b, g: g["q"].clone()), "dropped",
+     [r"the square's local derivative ∂q/∂e = 2e is missing: dL/de equals dL/dq"]),
+    (with_node("e", lambda X, y, w, b, g: g["q"] * (X @ w + b - y) ** 2), "loss_for_grad",
+     [r"it uses the square e² itself where its derivative 2e belongs"]),
     (with_node("f", lambda X, y, w, b, g: -g["e"]), "sign", [r"dL/df is wrong", r"\(dL/dq, dL/de\) are right"]),
     (with_node("u", lambda X, y, w, b, g: g["e"] * X[:, 0]), "values",
      ["dL/du is wrong", r"\(dL/dq, dL/de, dL/df\) are right"]),
-    (with_node("w", lambda X, y, w, b, g: g["w"].flip(0)), "recognised slip",
-     ["dL/dw is wrong", "two entries are swapped"]),
+    (with_node("w", lambda X, y, w, b, g: g["w"].flip(0)), "wrong_factor",
+     [r"dL/dw is wrong \(n=64.*the two inputs are swapped: dL/dw\[0\] uses the column X\[:, 1\]"]),
     (with_node("w", lambda X, y, w, b, g: (X.T @ g["u"]).sum()), "shape", ["dL/dw is wrong", r"shape \(2,\)"]),
     (with_node("w", lambda X, y, w, b, g: X.T @ g["u"] * len(y)), "factor", ["dL/dw is wrong", "divide by N"]),
     (with_node("b", lambda X, y, w, b, g: g["f"]), "shape",
@@ -148,7 +154,51 @@ def test_a_slip_is_named_at_its_node(wrong, kind, needles):
 def test_the_prediction_instead_of_the_error_all_the_way_down_is_named_at_the_error_node():
     def prediction(X, y, w, b):
         return grads_by_graph(X, torch.zeros_like(y), w, b)
-    fails(check, prediction, "recognised slip", "dL/de is wrong", "prediction f where the error")
+    fails(check, prediction, "error_term", "dL/de is wrong", "prediction f where the error",
+          "The first wrong gradient is dL/de; dL/df, dL/du, dL/db, dL/dw are wrong only because of it")
+
+
+@pytest.mark.parametrize("wrong, first", [
+    (with_node("e", lambda X, y, w, b, g: 2 * (X @ w + b) / len(y)), "dL/de"),
+    (with_node("b", lambda X, y, w, b, g: g["f"]), "dL/db"),                 # a shape: the node marked all the same
+    (with_node("u", lambda X, y, w, b, g: g["e"] * X[:, 0]), "dL/du"),      # no usual slip: marked, not named
+])
+def test_the_failure_carries_the_graph_with_the_first_wrong_node_marked(wrong, first):
+    err, verdict = both(check, wrong)
+    assert err is not None and verdict.figure and verdict.figure.startswith("<?xml"), str(err)
+    assert "first wrong" in verdict.figure and f'id="grad-{first[-1]}"' in verdict.figure
+
+
+def test_a_second_mistake_below_the_first_is_said_to_be_one():
+    def two(X, y, w, b):
+        grads = grads_by_graph(X, y, w, b)
+        grads["e"] = grads["q"].clone()  # the square's 2e left out ...
+        grads["w"] = grads["w"].flip(0)  # ... and, independently, the weights swapped
+        return grads
+    fails(check, two, "dropped", "dL/de is wrong", "The first wrong gradient is dL/de; dL/dw is wrong for another "
+          "reason as well")
+
+
+@pytest.mark.parametrize("wrong", [
+    with_node("e", lambda X, y, w, b, g: torch.tanh(g["e"])),
+    with_node("e", lambda X, y, w, b, g: 3 * (X @ w + b) / len(y)),          # two slips at once
+    with_node("w", lambda X, y, w, b, g: g["w"] + 0.01),
+])
+def test_a_node_with_no_usual_slip_is_not_given_one(wrong):
+    from gradlab.variants import KINDS
+
+    err, verdict = both(check, wrong)
+    assert err is not None and err.kind not in KINDS and "Fix:" not in str(err), str(err)
+
+
+def test_the_lesson_draws_the_same_graph_from_its_own_gradients():
+    """lesson04.trace: what the lesson's comparison cell shows (every node green for the right gradients)."""
+    X, y = torch.randn(9, 2, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
+    w, b = torch.randn(2, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64)
+    right = lesson04.trace(X, y, w, b, grads_by_graph(X, y, w, b))
+    assert right.ok and right.explain() == "Every gradient given is right." and "<svg" in right._repr_svg_()
+    wrong = lesson04.trace(X, y, w, b, with_node("e", lambda X, y, w, b, g: g["q"].clone())(X, y, w, b))
+    assert wrong.first == "e" and wrong.diagnosis.kind == "dropped"
 
 
 def test_a_dict_without_a_node_or_not_a_dict_fails():

@@ -9,6 +9,10 @@ node, from the loss down to the leaves:
 
 and returns the gradient of L with respect to each node's output. Every expected value is autograd's gradient
 with respect to that very tensor (``torch.autograd.grad`` with the intermediate tensors as inputs).
+
+The same graph is declared once for the diagnosis (``GRAPH``, gradlab.variants): a wrong node is diagnosed on
+its own, given the right gradients above it, over every case tried; the failure carries the graph drawn with
+the first wrong node marked (``trace`` draws it for the lesson's own comparison cell too).
 """
 import numbers
 import random
@@ -16,8 +20,10 @@ import random
 import torch
 from torch import nn
 
+from gradlab import variants as V
 from gradlab.check import compare
 from gradlab.grading import common
+from gradlab.grading.lesson01 import fail_with_trace, judge
 
 # (key, the node's output in words, the node of the autograd graph that receives this gradient), loss first.
 NODES = (
@@ -30,6 +36,20 @@ NODES = (
 )
 ABOVE = {"q": "", "e": "q", "f": "qe", "u": "qef", "w": "qefu", "b": "qef"}  # the nodes between it and the loss
 SHAPES = {"q": "(N,)", "e": "(N,)", "f": "(N,)", "u": "(N,)", "w": "(2,)", "b": "()"}
+GRAPH = V.Graph(V.Linear("u", "X", "w"), V.Add("f", "u", "b"), V.Sub("e", "f", "y"),
+                V.Square("q", "e", error=("f", "y")), V.Mean("L", "q"), data=("X",),
+                grad_notation={key: f"dL/d{key}" for key in SHAPES})
+NODE = {key: V.Exercise(GRAPH, key, name=f"dL/d{key}") for key in SHAPES}  # one node's gradient, on its own
+
+
+def trace(X, y, w, b, grads, title=None):
+    """The graph of L with every node's gradient in ``grads`` ({"q": dL/dq, ...}, e.g. what grads_by_graph returns)
+    marked against autograd's: right, the first wrong one (diagnosed), wrong only because of it, wrong for another
+    reason. A notebook shows it as a picture; ``.explain()`` says it in words."""
+    given = {k: v for k, v in (grads or {}).items() if k in SHAPES and isinstance(v, torch.Tensor)}
+    traced = V.locate(GRAPH, {"X": X, "y": y, "w": w, "b": b}, grads=given)
+    traced.title = title or "the graph of L, node by node: your gradients against autograd's"
+    return traced
 
 
 def mse(X, y, w, b):
@@ -44,10 +64,8 @@ def _inputs(gen, n, dtype, device):
     return X, y, w, b
 
 
-def node_gradients(X, y, w, b, wrong_loss=None):
-    """{key: ∂L/∂(that node's output)} by autograd, for every node of the graph.
-
-    wrong_loss(e, y): a loss to use instead of mean(e²), to get what a typical slip gives (q is then unused)."""
+def node_gradients(X, y, w, b):
+    """{key: ∂L/∂(that node's output)} by autograd, for every node of the graph."""
     with torch.inference_mode(False), torch.enable_grad():
         w_, b_ = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
         y_ = y.detach().clone()
@@ -55,24 +73,17 @@ def node_gradients(X, y, w, b, wrong_loss=None):
         f = u + b_
         e = f - y_
         q = e ** 2
-        L = q.mean() if wrong_loss is None else wrong_loss(e, y_)
+        L = q.mean()
         nodes = (q, e, f, u, w_, b_)
         grads = torch.autograd.grad(L, nodes, allow_unused=True)
     return {key: (torch.zeros_like(t) if g is None else g).detach() for (key, _, _), g, t in zip(NODES, grads, nodes)}
 
 
-def _slips(X, y, w, b, key, got, expected):
-    """A sentence naming a recognised slip at node ``key``, or None. Each wrong answer comes from autograd on a
-    wrong computation (never from the formula the exercise asks for)."""
+def _shape_slip(key, got, expected):
+    """A sentence saying what a gradient of the wrong shape at node ``key`` shows, or None. (Formula slips, such as
+    the prediction for the error or the two weights swapped, are named by the diagnosis: ``GRAPH``.)"""
     if not isinstance(got, torch.Tensor):
         return None
-    if key == "e":
-        # e + y is the prediction f: this loss gives at e what squaring the prediction instead of the error gives
-        prediction = node_gradients(X, y, w, b, wrong_loss=lambda e, y_: ((e + y_) ** 2).mean())["e"]
-        if compare("", got, prediction).ok:
-            return "it uses the prediction f where the error e = f − y belongs"
-    if key == "w" and got.shape == expected.shape and compare("", got, expected.flip(0)).ok:
-        return "its two entries are swapped: entry j belongs to w_j, which multiplies the column X[:, j]"
     if key == "w" and got.shape != expected.shape:
         return f"it should have one entry per weight, shape (2,), but has shape {tuple(got.shape)}"
     if key == "b" and got.shape != expected.shape:
@@ -85,7 +96,11 @@ def _slips(X, y, w, b, key, got, expected):
 
 @common.graded
 def check_grads_by_graph(grads_by_graph):
-    """grads_by_graph(X, y, w, b) -> {"q", "e", "f", "u": (N,), "w": (2,), "b": ()}: ∂L/∂ each node's output."""
+    """grads_by_graph(X, y, w, b) -> {"q", "e", "f", "u": (N,), "w": (2,), "b": ()}: ∂L/∂ each node's output.
+
+    Every case first; then the first wrong node (from the loss down, in the first case that shows it) is diagnosed
+    on its own over every case, and the graph is drawn with it marked."""
+    runs = []
     for label, gen, n, dtype, device in common.cases(401):
         X, y, w, b = _inputs(gen, n, dtype, device)
         expected = node_gradients(X, y, w, b)
@@ -98,24 +113,50 @@ def check_grads_by_graph(grads_by_graph):
             common.fail(f"the dict that `grads_by_graph` returns has no {' and no '.join(map(repr, missing))} "
                         f"({label}); it needs one entry per node: {', '.join(map(repr, SHAPES))}.",
                         kind="missing node")
-        for position, (key, what, node) in enumerate(NODES):
-            name = f"dL/d{key}"
-            if compare(name, got[key], expected[key]).ok:
-                common.check_tensor(name, got[key], expected[key], label)  # then the dtype and the device
-                continue
-            slip = _slips(X, y, w, b, key, got[key], expected[key])
-            where = (f"({name} is the gradient of L with respect to {what}: {node}.) " +
-                     ("This is the first node below the loss: its upstream gradient is ∂L/∂L = 1." if position == 0
-                      else f"The gradients above it ({', '.join(f'dL/d{k}' for k in ABOVE[key])}) are right, so the "
-                           "slip is in this node's local derivative."))
-            try:
-                common.check_tensor(name, got[key], expected[key], label)
-            except common.CheckFailure as failure:
-                lines = str(failure).split("\n")
-                if slip:
-                    lines[0] = f"{name} is wrong ({label}): {slip}."
-                common.fail("\n".join(lines + [f"  {where}"]), gradient=name,
-                            kind="recognised slip" if slip and failure.kind in ("values", "close") else failure.kind)
+        runs.append((label, {"X": X, "y": y, "w": w, "b": b}, got, expected))
+    wrong = [(i, position) for i, (_, _, got, expected) in enumerate(runs) for position, (key, _, _) in enumerate(NODES)
+             if not compare("", got[key], expected[key]).ok]
+    if not wrong:
+        for label, _, got, expected in runs:
+            for key, _, _ in NODES:
+                common.check_tensor(f"dL/d{key}", got[key], expected[key], label)  # then the dtype and the device
+        return
+    position = min(p for _, p in wrong)  # the first wrong node from the loss down, in any case
+    key = NODES[position][0]
+    by_label = {label: (inputs, got) for label, inputs, got, _ in runs}
+
+    def drawn(label):
+        inputs, got = by_label[label.split(";")[0]]
+        return trace(**inputs, grads=got, title=f"the graph of L, node by node ({label})")
+
+    def strict(label, got, expected):  # the node's message as it always was, with the graph drawn
+        _fail_at_node(key, position, got, expected, label, drawn(label))
+
+    judge(NODE[key], [(label, inputs, got[key], expected[key]) for label, inputs, got, expected in runs], strict,
+          trace=lambda result, found: drawn(result.label), where=True, suffix=f"\n  {_where(key, position)}")
+
+
+def _where(key, position):
+    what, node = next((w, n) for k, w, n in NODES if k == key)
+    name = f"dL/d{key}"
+    return (f"({name} is the gradient of L with respect to {what}: {node}.) " +
+            ("This is the first node below the loss: its upstream gradient is ∂L/∂L = 1." if position == 0
+             else f"The gradients above it ({', '.join(f'dL/d{k}' for k in ABOVE[key])}) are right, so the "
+                  "slip is in this node's local derivative."))
+
+
+def _fail_at_node(key, position, got, expected, label, traced):
+    """The failure at one node in one case: the comparison (what a wrong shape shows, in its first line), where the
+    node is, and the graph drawn with it marked."""
+    name = f"dL/d{key}"
+    slip = _shape_slip(key, got, expected)
+    try:
+        common.check_tensor(name, got, expected, label)
+    except common.CheckFailure as failure:
+        lines = str(failure).split("\n")
+        if slip:
+            lines[0] = f"{name} is wrong ({label}): {slip}."
+        fail_with_trace("\n".join(lines + [f"  {_where(key, position)}"]), failure.kind, name, traced, label)
 
 
 def _pytorch_count(sizes):
