@@ -8,6 +8,7 @@ mistake under the right gradient, agree with the gradebook, list who could not b
 contain no hidden test and no solution, and render in headless Chromium with every network request blocked.
 """
 import ast
+import dataclasses
 import html
 import re
 import shutil
@@ -291,6 +292,16 @@ def test_who_handed_in_nothing_and_who_could_not_be_graded(graded):
     assert set(exits.loc[["test_forward", "test_dz_dw"], "status"]) == {"right"}
     assert set(exits.loc[["test_dz_db", "test_backward"], "status"]) == {"not graded"}
     assert EXITS not in set(report.mistakes(data).student), "a stopped kernel is not a diagnosed mistake"
+
+
+@pytest.mark.slow
+def test_a_class_that_has_handed_in_nothing_yet_gets_a_page_too(graded):
+    _, data, _ = graded
+    empty = dataclasses.replace(data, points={}, records={}, submitted=set(), unreadable={}, _results=None)
+    page = report.html_page(empty)
+    assert "No graded submissions yet" in page and "No diagnosed mistakes." in page
+    missing = report.ungraded(empty)
+    assert list(missing.student) == data.roster and set(missing.status) == {"no submission"}
 
 
 @pytest.mark.slow

@@ -729,6 +729,8 @@ def _histogram(data):
     maximum = sum(p for _, _, p in data.cells) or 1
     totals = [sum(v for v in cells.values() if v is not None) for s, cells in data.points.items()
               if s not in data.unreadable]
+    if not totals:
+        return None
     figure = Figure(figsize=(6.4, 2.6))
     ax = figure.subplots()
     whole = float(maximum).is_integer() and maximum <= 40
@@ -737,6 +739,7 @@ def _histogram(data):
     ax.set_xlabel(f"points (out of {maximum:g})")
     ax.set_ylabel("students")
     ax.set_xlim(-0.6, maximum + 0.6)
+    ax.set_ylim(bottom=0)
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(f"Scores of the {len(totals)} graded submissions", fontsize=10)
@@ -844,8 +847,12 @@ def html_page(root, assignment=None):
         out.append(f"<p>Mean {graded_totals.mean():.1f}, median {graded_totals.median():g} of {maximum:g} points "
                    f"({len(graded_totals)} graded submissions; unreadable files and students who handed in nothing "
                    "are not in the chart).</p>")
-    out.append(f"<img class='chart' id='histogram' alt='Histogram of the scores' "
-               f"src='data:image/png;base64,{_histogram(data)}'>")
+    histogram = _histogram(data)
+    if histogram:
+        out.append(f"<img class='chart' id='histogram' alt='Histogram of the scores' "
+                   f"src='data:image/png;base64,{histogram}'>")
+    else:
+        out.append("<p class='muted'>No graded submissions yet: autograde first.</p>")
 
     # what to revisit, across the assignment
     top = sorted(groups, key=lambda c: (-c["share"], -c["count"]))
