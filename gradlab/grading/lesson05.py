@@ -411,7 +411,7 @@ def check_two_layer_loss_and_grads(two_layer_loss_and_grads):
     elif kind == "autograd":
         failing = "a layer function uses autograd"
     else:
-        failing = str(own).splitlines()[0]
+        failing = str(own).splitlines()[0].rstrip(".")
     if culprits:
         fix = " and ".join(f"your {layer} layer (`{LAYERS[layer][0]}` / `{LAYERS[layer][1]}`)" for layer in culprits)
         what = f"Fix {fix}: its own test cell says what is wrong."
