@@ -10,7 +10,10 @@ lesson and receives its source notebook (solutions included) from ``students`` s
   Per notebook = (that command − nbgrader's start) / students.
 * plain: tests/course.py's execute() of the same notebook (a fresh kernel each time), median of
   ``students`` runs. Overhead = per notebook − plain.
+* the sandbox's cost: the same command again with GRADLAB_UNSANDBOXED=1 (the documented opt-out, so the
+  kernel starts without bubblewrap); sandbox cost = per notebook − unsandboxed per notebook.
 """
+import os
 import statistics
 import tempfile
 import time
@@ -47,13 +50,21 @@ def run(assignment="03-backprop-by-hand", students=3):
         grader.autograde(assignment)
         command_s = time.perf_counter() - start
         scores = grader.scores(assignment)
+        os.environ["GRADLAB_UNSANDBOXED"] = "1"
+        try:
+            start = time.perf_counter()
+            grader.autograde(assignment)
+            unsandboxed_s = time.perf_counter() - start
+        finally:
+            del os.environ["GRADLAB_UNSANDBOXED"]
     full_marks = [score == max_score for score, max_score in scores.values()]
     if len(full_marks) != students or not all(full_marks):
         raise RuntimeError(f"autograding the solutions of {assignment} should give full marks, got {scores}")
     plain = statistics.median(time_execution(assignment, notebook) for _ in range(students))
     per_notebook = (command_s - start_s) / students
-    print(f"  {assignment}: nbgrader start {start_s:.1f} s, then {per_notebook:.1f} s per notebook; "
-          f"plain {plain:.1f} s", flush=True)
+    unsandboxed = (unsandboxed_s - start_s) / students
+    print(f"  {assignment}: nbgrader start {start_s:.1f} s, then {per_notebook:.1f} s per notebook "
+          f"({unsandboxed:.1f} s without the sandbox); plain {plain:.1f} s", flush=True)
     return {
         "lessons": [assignment],
         "students": students,
@@ -62,4 +73,6 @@ def run(assignment="03-backprop-by-hand", students=3):
         "per_notebook_s": per_notebook,
         "plain_per_notebook_s": plain,
         "overhead_s": per_notebook - plain,
+        "unsandboxed_per_notebook_s": unsandboxed,
+        "sandbox_cost_s": per_notebook - unsandboxed,
     }

@@ -6,6 +6,8 @@ ACCURACY_SUBSET, ACCURACY_FULL = 0.95, 0.975
 FULL_TRAINING_SET = 60_000  # the lessons' rule: the 0.975 target is for the full training set
 AUTOGRADE_OVERHEAD_S = 2.0
 FRAME_MEDIAN_MS = 30.0
+SANDBOX_COST_S = 0.5
+PARALLEL_EFFICIENCY = 0.8  # speedup of the parallel command over serial autograde, per core
 
 
 def _target(name, value, goal, ok):
@@ -14,6 +16,7 @@ def _target(name, value, goal, ok):
 
 def targets(results):
     nb, mnist, grade, widgets = results["notebooks_s"], results["mnist"], results["autograde"], results["widgets"]
+    classed = results["class_autograde"]
     full = mnist["mnist_train_set"] >= FULL_TRAINING_SET
     acc_goal = ACCURACY_FULL if full else ACCURACY_SUBSET
     acc_note = "full training set" if full else f"training subset of {mnist['mnist_train_set']:,} images"
@@ -31,6 +34,13 @@ def targets(results):
         _target("autograde overhead per notebook (after nbgrader's start), seconds", grade["overhead_s"],
                 f"<= {AUTOGRADE_OVERHEAD_S:g} s",
                 grade["overhead_s"] <= AUTOGRADE_OVERHEAD_S),
+        _target("sandbox cost per notebook, seconds", grade["sandbox_cost_s"], f"<= {SANDBOX_COST_S:g} s",
+                grade["sandbox_cost_s"] <= SANDBOX_COST_S),
+        _target(f"parallel grading speedup on {classed['workers']} cores", classed["speedup"],
+                f">= {PARALLEL_EFFICIENCY:g} x cores = {PARALLEL_EFFICIENCY * classed['workers']:g}",
+                classed["speedup"] >= PARALLEL_EFFICIENCY * classed["workers"]),
+        _target("cells scored differently by serial, parallel and Dask grading", classed["gradebook_differences"], "0",
+                classed["gradebooks_equal"] and classed["gradebook_differences"] == 0),
         _target("1-D explorer frame median, ms", widgets["gd1d_frame_ms_median"], f"<= {FRAME_MEDIAN_MS:g} ms",
                 widgets["gd1d_frame_ms_median"] <= FRAME_MEDIAN_MS),
         _target("2-D explorer frame median, ms", widgets["gd2d_frame_ms_median"], f"<= {FRAME_MEDIAN_MS:g} ms",
@@ -72,6 +82,18 @@ def table(results):
         f"  {'nbgrader, per notebook':<28}{grade['per_notebook_s']:8.1f} s",
         f"  {'plain execution':<28}{grade['plain_per_notebook_s']:8.1f} s",
         f"  {'overhead':<28}{grade['overhead_s']:8.1f} s",
+        f"  {'without the sandbox':<28}{grade['unsandboxed_per_notebook_s']:8.1f} s per notebook "
+        f"(sandbox cost {grade['sandbox_cost_s']:+.2f} s)",
+        "",
+        f"grading a class: {results['class_autograde']['students']} lesson-3 submissions (the bundled examples, cycled)",
+        f"  {'serial nbgrader autograde':<28}{results['class_autograde']['serial_s']:8.1f} s",
+        f"  {'parallel, %d workers' % results['class_autograde']['workers']:<28}"
+        f"{results['class_autograde']['parallel_s']:8.1f} s   speedup {results['class_autograde']['speedup']:.2f}",
+        f"  {'Dask, 2 worker processes':<28}{results['class_autograde']['dask_s']:8.1f} s",
+        f"  {'gradebooks equal':<28}{str(results['class_autograde']['gradebooks_equal']):>8}",
+        "  PROJECTION (not measured): 300 students x every lesson, from the measured cost per notebook:",
+        "    " + ", ".join(f"{cores} cores {hours:.1f} h" for cores, hours in
+                           results['class_autograde']['projection_hours'].items()),
         "",
         f"widgets: ms per Play frame under ipympl (callback + Agg redraw), {w['gd1d_frames']} and {w['gd2d_frames']} frames",
         f"  {'':<28}{'median':>8}{'p95':>8}{'callback':>10}{'redraw':>8}",

@@ -26,10 +26,10 @@ RESULTS = ROOT / "benchmarks" / "results.json"
 
 FULL = {"lessons": None, "notebook_repeats": 1, "epochs": 10, "train_images": None, "loader_repeats": 3,
         "autograde_lesson": "03-backprop-by-hand", "students": 3, "frame_steps": None, "frame_repeats": 2,
-        "diagnosis_cases": None}
+        "diagnosis_cases": None, "class_students": 12}
 QUICK = {"lessons": ["01"], "notebook_repeats": 1, "epochs": 1, "train_images": 2000, "loader_repeats": 1,
          "autograde_lesson": "01-one-neuron", "students": 1, "frame_steps": 5, "frame_repeats": 1,
-         "diagnosis_cases": 4}
+         "diagnosis_cases": 4, "class_students": 2}
 
 
 def parse(argv):
@@ -46,13 +46,14 @@ def parse(argv):
     parser.add_argument("--frame-steps", type=int, help="animate only the first N steps of each explorer")
     parser.add_argument("--frame-repeats", type=int, help="times each explorer's animation is played (default 2)")
     parser.add_argument("--diagnosis-cases", type=int, help="only the first N mistakes of the diagnosis corpus")
+    parser.add_argument("--class-students", type=int, help="submissions in the class-grading comparison (default 12)")
     args = parser.parse_args(argv)
     settings = dict(QUICK if args.quick else FULL)
     for key in settings:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     for key in ("notebook_repeats", "epochs", "train_images", "loader_repeats", "students", "frame_steps",
-                "frame_repeats", "diagnosis_cases"):
+                "frame_repeats", "diagnosis_cases", "class_students"):
         if settings[key] is not None and settings[key] < 1:
             parser.error(f"--{key.replace('_', '-')} must be at least 1, got {settings[key]}")
     return args, settings
@@ -98,7 +99,7 @@ def main(argv=None):
     # As the tests do: the offline MNIST copy beside the repository when there is one, never a download.
     if not os.environ.get("MNIST_DIR") and SHARED_MNIST.is_dir():
         os.environ["MNIST_DIR"] = str(SHARED_MNIST)
-    from benchmarks import autograde, diagnosis, mnist, notebooks, report
+    from benchmarks import autograde, class_grading, diagnosis, mnist, notebooks, report
 
     load_before = os.getloadavg()[0]
     print("notebooks", flush=True)
@@ -107,6 +108,9 @@ def main(argv=None):
     mnist_result = mnist.run(s["epochs"], s["train_images"], s["loader_repeats"])
     print("autograde", flush=True)
     graded = autograde.run(s["autograde_lesson"], s["students"])
+    print("class grading", flush=True)
+    classed = class_grading.run(s["class_students"])
+    classed["projection_hours"] = class_grading.projection(classed, executed["notebooks_s"], graded["overhead_s"])
     print("widgets", flush=True)
     frames = widget_frames(s["frame_steps"], s["frame_repeats"])
     print("diagnosis", flush=True)
@@ -123,6 +127,7 @@ def main(argv=None):
         **executed,
         "mnist": mnist_result,
         "autograde": graded,
+        "class_autograde": classed,
         "widgets": frames,
         "diagnosis": diagnosed,
     }

@@ -31,7 +31,7 @@ def quick_run(tmp_path_factory, repo_root):
     before = committed.read_bytes() if committed.exists() else None
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)],
-        cwd=repo_root, capture_output=True, text=True, timeout=300,
+        cwd=repo_root, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (committed.read_bytes() if committed.exists() else None) == before, "the quick run overwrote results.json"
@@ -71,6 +71,16 @@ def test_results_have_every_figure_with_its_type(quick_run):
         # A fast frame that shows something else than a full render of the same step would be worthless.
         assert widgets[f"{key}_frame_matches_full_render"] is True
     assert set(results["repeats"]) >= {"notebooks", "mnist_epochs", "dataloader_epochs", "autograde_students"}
+    assert is_number(grade["unsandboxed_per_notebook_s"]) and is_number(grade["sandbox_cost_s"])
+    assert grade["sandbox_cost_s"] == pytest.approx(grade["per_notebook_s"] - grade["unsandboxed_per_notebook_s"])
+    classed = results["class_autograde"]
+    assert classed["students"] == 2 and classed["gradebooks_equal"] is True and classed["gradebook_differences"] == 0
+    for key in ("serial_s", "parallel_s", "dask_s", "task_s_per_notebook", "coordinator_s_per_notebook"):
+        assert is_number(classed[key]) and classed[key] > 0, key
+    assert classed["speedup"] == pytest.approx(classed["serial_s"] / classed["parallel_s"])
+    assert set(classed["projection_hours"]) == {"2", "16", "64"}
+    hours = classed["projection_hours"]
+    assert hours["2"] > hours["16"] > hours["64"] > 0
 
 
 def test_both_trainings_train_the_same_network_on_the_same_batches(quick_run):
@@ -83,7 +93,7 @@ def test_both_trainings_train_the_same_network_on_the_same_batches(quick_run):
 def test_targets_are_listed_and_printed(quick_run):
     results, printed = quick_run
     targets = results["targets"]
-    assert len(targets) == 7
+    assert len(targets) == 10
     for target in targets:
         assert set(target) == {"name", "value", "goal", "pass"}
         assert isinstance(target["name"], str) and isinstance(target["goal"], str)
@@ -91,6 +101,7 @@ def test_targets_are_listed_and_printed(quick_run):
         assert f"{'PASS' if target['pass'] else 'FAIL'}  {target['name']}" in printed
     # One lesson of seven ran: the total cannot count as meeting the all-lessons target.
     assert targets[0]["pass"] is False
+    assert "PROJECTION (not measured)" in printed
 
 
 def test_lesson_code_runs_only_definitions_and_names_what_is_missing():

@@ -211,7 +211,7 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
     config = course_config(root)
     course_root = config.CourseDirectory.root
     todo = students_to_grade(course_root, assignment, force, only)
-    summary = {"graded": [], "failed": {}, "skipped": [], "seconds": 0.0}
+    summary = {"graded": [], "failed": {}, "skipped": [], "seconds": 0.0, "task_seconds": 0.0, "replay_seconds": 0.0}
     if not todo:
         summary["skipped"] = students_to_grade(course_root, assignment, True, only)
         return summary
@@ -252,10 +252,13 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
 
 
 def _record(summary, student, result, config, assignment):
+    summary["task_seconds"] += result["seconds"]
     if not result["success"]:
         summary["failed"][student] = _last_error(result)
         return
+    started = time.perf_counter()
     outcome = _replay(config, assignment, result)
+    summary["replay_seconds"] += time.perf_counter() - started
     if outcome["success"]:
         summary["graded"].append(student)
     else:
