@@ -109,15 +109,17 @@ class Verdict:
     """The grader's verdict on one check: passed or not, the message, the mistake's label, what was compared."""
 
     def __init__(self, check, ok, message="", kind=None, gradient=None, outcomes=(), notes=(), problem=None,
-                 figure=None):
+                 figure=None, detail=None):
         self.check, self.ok, self.message = check, ok, message
+        self.detail = detail  # for a check that did not run: the kernel's error and whether the kernel stopped
         self.kind, self.gradient, self.figure = kind, gradient, figure
         self.outcomes, self.notes = list(outcomes), list(notes)
         self.problem = problem  # set when the grader itself could not judge (a bug to report, not a student mistake)
 
     def as_dict(self):
         return {"check": self.check, "ok": self.ok, "message": self.message, "kind": self.kind,
-                "gradient": self.gradient, "outcomes": self.outcomes, "notes": self.notes, "problem": self.problem}
+                "gradient": self.gradient, "outcomes": self.outcomes, "notes": self.notes, "problem": self.problem,
+                "detail": self.detail}
 
 
 def replay(check, payload, args=(), kwargs=None):

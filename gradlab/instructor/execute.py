@@ -24,7 +24,7 @@ from pathlib import Path
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
-from nbformat.v4 import new_output
+from nbformat.v4 import new_code_cell, new_output
 from nbgrader import utils
 from nbgrader.preprocessors import Execute
 from traitlets import Integer, Unicode, default
@@ -33,7 +33,7 @@ from gradlab.grading import trial, wire
 
 from . import records, sandbox, scan
 from .checks import NotACheck, check_calls
-from .repair import submission
+from .repair import UNREADABLE_NOTE_ID, submission
 
 VERDICT_NAME = "GradingResult"
 
@@ -111,6 +111,7 @@ class TrustedExecute(Execute):
             "verdicts": verdicts,
             "stopped": None if self._stopped is None else {"why": self._stopped[0], "cell": self._stopped[1] + 1},
             "flags": scan.flags(self.nb, self._source_notebook()),
+            "unreadable": _unreadable(self.nb),
             "sandboxed": self.sandboxed,
         })
         records.save(self._course_root(), self.resources.get("nbgrader", {}), resources["gradlab"])
@@ -191,8 +192,17 @@ class TrustedExecute(Execute):
                 self.log.warning("%s: test cell %s has no gradlab check: its score comes from the kernel's output.",
                                  submission(self.resources), _grade_id(cell))
             return []
+        stopped_at = _kernel_errors(cell)
+        timed_out = any(o.get("ename") == "CellTimeoutError" for o in stopped_at)
+        if stopped_at and not timed_out and self._stopped is None:
+            self._run_checks_alone(calls, index)
         records = [r for r in self._records.pop(index, [])]
         verdicts = [self._judge(call, records, cell) for call in calls]
+        if stopped_at and all(v.ok for v in verdicts):
+            first = stopped_at[0]
+            verdicts.append(trial.Verdict("visible test", False, (
+                f"the hidden checks pass, but this cell's visible test failed first: {first.get('ename')}: "
+                f"{first.get('evalue', '')}")[:2000], "visible test"))
         failed = next((v for v in verdicts if not v.ok), None)
         outputs = _student_outputs(cell.outputs)
         if failed is None:
@@ -209,13 +219,38 @@ class TrustedExecute(Execute):
         grade_id = _grade_id(cell)
         return [{"cell": grade_id, **v.as_dict()} for v in verdicts]
 
+    def _run_checks_alone(self, calls, index):
+        """The cell stopped before its checks: run them on their own, so the verdict names the mistake (the
+        kernel's own error says less). Their records arrive as this cell's, like any other."""
+        missing = [call for call in calls if not any(isinstance(r, dict) and r.get("check") == call.name
+                                                    for r in self._records.get(index, []))]
+        if not missing:
+            return
+        lines = [f'__import__("gradlab.grading.{call.module}", fromlist=["_"]).{call.function}('
+                 + ", ".join([value if kind == "function" else repr(value) for kind, value in call.args]
+                             + [f"{k}={v!r}" for k, v in call.kwargs.items()]) + ")" for call in missing]
+        original = self.nb.cells[index]
+        alone = new_code_cell("\n".join(lines))
+        try:
+            self.execute_cell(alone, index, store_history=False)
+        except (DeadKernelError, CellTimeoutError):
+            self._stop("the kernel stopped while the checks ran on their own", index)
+        finally:
+            self.nb.cells[index] = original
+
     def _judge(self, call, records, cell):
         payload = next((r for r in records if isinstance(r, dict) and r.get("check") == call.name), None)
         if payload is not None:
             records.remove(payload)
         else:
             bad = next((r for r in records if isinstance(r, Exception)), None)
-            return trial.Verdict(call.name, False, _missing(call, cell, bad, self._stopped), "did not run")
+            errors = _kernel_errors(cell)
+            detail = {"malformed": str(bad) if bad else None,
+                      "error": {"ename": errors[0].get("ename"), "evalue": errors[0].get("evalue", "")[:2000]}
+                      if errors else None,
+                      "stopped": None if self._stopped is None else {"why": self._stopped[0], "cell": self._stopped[1] + 1}}
+            return trial.Verdict(call.name, False, _missing(call, cell, bad, self._stopped), "did not run",
+                                 detail=detail)
         try:
             check = call.resolve()
         except (ImportError, LookupError) as err:
@@ -229,11 +264,21 @@ class TrustedExecute(Execute):
         return verdict
 
 
+def _unreadable(nb):
+    """Why the submitted file could not be read, when autograde graded a stand-in (gradlab.instructor.repair)."""
+    note = next((c for c in nb.cells if c.get("id") == UNREADABLE_NOTE_ID), None)
+    return None if note is None else note.source
+
+
+def _kernel_errors(cell):
+    return [o for o in cell.outputs if o.output_type == "error" and o.get("ename") != VERDICT_NAME]
+
+
 def _missing(call, cell, bad, stopped):
     """Why a check sent no record, in words for the student."""
     if bad is not None:
         return f"{call.name} could not be graded: what the kernel sent for it cannot be read ({bad})."
-    errors = [o for o in cell.outputs if o.output_type == "error" and o.get("ename") != VERDICT_NAME]
+    errors = _kernel_errors(cell)
     errors.sort(key=lambda o: o.get("ename") != "CellTimeoutError")  # the timeout says more than its interrupt
     if errors:
         first = errors[0]

@@ -37,7 +37,11 @@ TAMPERING_NAMES = {
     "_getframe": "inspects frames", "ctypes": "uses ctypes", "_exit": "ends the process (os._exit)",
     "subprocess": "starts programs", "socket": "opens network sockets", "signal": "handles signals",
 }
-SUSPICIOUS_TEXT = ("backward", "autograd", "gradlab", "saved_tensors", "requires_grad", "application/vnd.gradlab")
+# Strings that only code reaching for the grader's internals needs (a docstring may well say "backward").
+SUSPICIOUS_TEXT = ("gradlab", "saved_tensors", "vnd.gradlab")
+# Names that are autograd wherever they appear; other autograd words count only as attributes (x.backward()),
+# since the exercises themselves are functions named backward, grads, ...
+AUTOGRAD_NAMES = {"autograd_grads", "numerical_grads", "functorch", "enable_grad", "set_grad_enabled"}
 
 
 def flags(nb, source_path=None):
@@ -88,7 +92,7 @@ def _judge(node):
     if isinstance(node, ast.Attribute):
         names.append(node.attr)
     elif isinstance(node, ast.Name):
-        names.append(node.id)
+        names.append(node.id if node.id in AUTOGRAD_NAMES | set(TAMPERING_NAMES) else "")
     elif isinstance(node, (ast.Import, ast.ImportFrom)):
         module = getattr(node, "module", None) or ""
         names += [part for alias in node.names for part in (alias.name.split(".") + [alias.asname or ""])]
