@@ -14,7 +14,7 @@ SOURCES  := $(wildcard notebooks/[0-9]*/*.ipynb)
 RELEASED := $(patsubst notebooks/%,grader/release/%,$(SOURCES))
 MY_WORK  := $(patsubst notebooks/%,my-work/%,$(SOURCES))
 
-.PHONY: lab test setup student grade-demo class-report bench clean
+.PHONY: lab test setup student grade grade-demo class-report bench clean
 
 setup: $(STAMP) $(MATHJAX)
 
@@ -69,6 +69,13 @@ COURSE ?= grader
 class-report: $(STAMP)
 	@test -n "$(LESSON)" || (echo "say which lesson: make class-report LESSON=03-backprop-by-hand"; exit 1)
 	cd $(COURSE) && $(abspath $(PY)) -m gradlab.instructor.report $(LESSON)
+
+# The whole class of one lesson in parallel on every core, or on a Dask cluster (grader/README.md):
+#   make grade LESSON=03-backprop-by-hand [GRADE_ARGS="--workers 8 | --scheduler tcp://host:8786 | --force"]
+GRADE_ARGS ?=
+grade: $(STAMP) $(MATHJAX)
+	@test -n "$(LESSON)" || (echo "say which lesson: make grade LESSON=03-backprop-by-hand"; exit 1)
+	cd grader && $(abspath $(PY)) -m gradlab.instructor.parallel $(LESSON) $(GRADE_ARGS)
 
 test: $(STAMP) $(MATHJAX)
 	$(PY) -m pytest $(PYTEST_ARGS)
