@@ -125,7 +125,7 @@ def test_a_backward_for_the_students_own_cache_passes_with_a_note():
         s = 1 / (1 + torch.exp(-x))
         return dout * s * (1 - s)
     verdict = passes(lesson05.check_sigmoid_backward, sigmoid_forward_caching_x, sigmoid_backward_from_x)
-    assert any("the lesson's cache is out = σ(x)" in note for note in verdict.notes), verdict.notes
+    assert verdict.notes == [verdict.notes[0]] and "the lesson's cache, out = σ(x)" in verdict.notes[0], verdict.notes
 
     def relu_forward_caching_the_mask(x):
         return torch.relu(x), x > 0
