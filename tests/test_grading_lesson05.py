@@ -475,8 +475,6 @@ def test_no_hand_formula_in_readable_form():
         assert formula not in source, formula
 
 
-@pytest.mark.xfail(strict=True, reason="the autograd guard (gradlab/grading/guard.py, not this lesson's) does not yet "
-                                       "refuse PyTorch's own backward kernels called directly; requested")
 def test_pytorchs_own_backward_kernels_are_not_a_derivation_by_hand():
     with pytest.raises(AssertionError, match="autograd|by hand"):
         lesson05.check_sigmoid_backward(sigmoid_forward, lambda dout, out: torch.ops.aten.sigmoid_backward(dout, out))

@@ -5,11 +5,13 @@ gradients, or marks a tensor as requiring them is stopped with ``AutogradUsed`` 
 student's ``except Exception`` does not hide it), and the first such use is kept in ``guard.reason``
 even when the student's code catches the exception anyway.
 
-Two nets, because neither alone sees everything:
+Three nets, because none alone sees everything:
 - a saved-tensors pack hook: every operation that records a graph saves tensors for backward, whatever
   API started it (``requires_grad=True``, ``nn.Parameter``, a saved reference to ``autograd.grad``);
 - a torch-function mode: the explicit calls (``.backward()``, ``torch.autograd.grad``, ``requires_grad_``,
-  ``requires_grad=True``), including graphs whose operations save nothing (a plain sum).
+  ``requires_grad=True``), including graphs whose operations save nothing (a plain sum);
+- a dispatch mode: PyTorch's own backward kernels called directly (``torch.ops.aten.sigmoid_backward``),
+  which compute a layer's gradient without any graph.
 
 Code in the same process can switch both off on purpose (``torch._C`` internals); the instructor's
 static scan of the submission (gradlab.instructor.scan) flags such code instead.
@@ -18,6 +20,7 @@ from contextlib import contextmanager
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 _GRADIENT_CALLS = {
     torch.Tensor.backward: ".backward()",
@@ -62,6 +65,18 @@ class _ExplicitCalls(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _BackwardKernels(TorchDispatchMode):
+    def __init__(self, guard):
+        super().__init__()
+        self.guard = guard
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        if name.split(".")[0].endswith("_backward"):
+            self.guard.stop(f"PyTorch's own backward kernel ({name.replace('::', '.')})")
+        return func(*args, **(kwargs or {}))
+
+
 @contextmanager
 def no_autograd():
     """Run a block in which any autograd use is stopped; yields the Guard (``.reason`` says what was used)."""
@@ -73,7 +88,8 @@ def no_autograd():
 
     _active.append(guard)
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved), _ExplicitCalls(guard):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved), _ExplicitCalls(guard), \
+                _BackwardKernels(guard):
             yield guard
     finally:
         _active.pop()

@@ -5,7 +5,6 @@ student's epoch function decides the result. The settings are those the lessons 
 """
 import contextlib
 import functools
-import time
 from collections import namedtuple
 
 import torch
@@ -78,15 +77,6 @@ def one_cpu_thread():
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def check_time(start, budget_s, done, total):
-    spent = time.perf_counter() - start
-    if spent > budget_s:
-        raise AssertionError(
-            f"training is too slow: {done} of {total} epochs took {spent:.1f} s, over the budget of {budget_s:.0f} s. "
-            "Work on whole mini-batches with tensor operations (no Python loop over single images)."
-        )
 
 
 def check_accuracy(acc, threshold, epochs):
