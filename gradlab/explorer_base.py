@@ -89,8 +89,8 @@ class Explorer(widgets.VBox):
 
     def _finish(self):
         """Show the finished figure, lay out the widgets, wire the observers and draw step 0."""
-        self.view, self._refresh, self.redraw = figure_view(self.fig)
-        self.watch = FigureWatch(self.redraw)
+        self.watch = FigureWatch(lambda: self.redraw())
+        self.view, self._refresh, self.redraw = figure_view(self.fig, self.watch.picture_sent)
         self.children = [
             self.view,
             self.readout,
@@ -181,9 +181,10 @@ class Blitter:
         self.canvas.blit(self.fig.bbox)
 
 
-def figure_view(fig):
+def figure_view(fig, picture_sent=lambda: None):
     """The widget that shows ``fig``, the function that refreshes it after artists moved, and the one that
-    sends it to the browser again whole (for a view that stayed blank). Call it holding FIGURE_LOCK."""
+    sends it to the browser again whole (for a view that stayed blank). ``picture_sent()`` is called for
+    every picture sent. Call it holding FIGURE_LOCK."""
     backend = backend_registry.load_backend_module(matplotlib.get_backend())
     canvas_class = getattr(backend, "FigureCanvas", None)
     if isinstance(canvas_class, type) and issubclass(canvas_class, widgets.DOMWidget):
@@ -193,7 +194,7 @@ def figure_view(fig):
         canvas.footer_visible = False
         canvas.add_class("gradlab-figure")
         _sized_before_display(canvas)
-        _whole_images(canvas)
+        _whole_images(canvas, picture_sent)
 
         def redraw():
             with FIGURE_LOCK:
@@ -208,6 +209,7 @@ def figure_view(fig):
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
         image.value = buffer.getvalue()
+        picture_sent()
 
     def redraw():
         with FIGURE_LOCK:
@@ -246,7 +248,7 @@ def _sized_before_display(canvas):
     canvas._size = (width / canvas.device_pixel_ratio, height / canvas.device_pixel_ratio)
 
 
-def _whole_images(canvas):
+def _whole_images(canvas, picture_sent):
     """Make every picture an ipympl canvas sends whole, not the difference from the one before.
 
     ipympl's front end loads each picture as it arrives and abandons one still loading when the next
@@ -259,7 +261,10 @@ def _whole_images(canvas):
 
     def whole_image():
         canvas._force_full = True  # matplotlib's web canvas: the next picture is a whole one
-        return diff_image()
+        picture = diff_image()
+        if picture is not None:
+            picture_sent()
+        return picture
 
     canvas.get_diff_image = whole_image
 

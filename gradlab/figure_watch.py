@@ -2,17 +2,22 @@
 
 Its view looks at the pixels of the figure beside it (``.gradlab-figure`` in the same
 ``.gradlab-explorer``: ipympl's canvas, or the ``<img>`` of the non-widget backend) every 250 ms while
-the figure is on the page and blank, every second once it is drawn. It sends ``{"drawn": true}`` when
-the figure first shows a picture, and ``{"drawn": false}`` when it has stayed blank for 1.5 s, then
-again after 3, 6, 12, 24 and 48 s of blankness. The kernel answers a blank report by sending the
-figure again, whole (``redraw``). A figure that is not on the page (a hidden tab, no view) is not judged.
+the figure is on the page and blank, every second once it is drawn. The kernel counts the pictures it
+sends in ``pictures``. The view sends ``{"drawn": true}`` when the figure first shows a picture, and
+``{"drawn": false}`` when it is still blank 1.5 s after the latest picture was sent (10 s after it was
+shown, if none was sent), then again after twice as long, up to 6 times. The kernel answers a blank
+report by sending the figure again, whole (``redraw``). So a figure whose picture is merely slow to come
+is not reported, and a report means a picture was lost or came blank. A figure that is not on the page
+(a hidden tab, no view) is not judged.
 """
 import anywidget
 import ipywidgets as widgets
+import traitlets
 
 _ESM = r"""
 const INK = 0.005;  // drawn: more than 0.5 % of the pixels are opaque and not near-white
-const FIRST_REPORT_MS = 1500;
+const AFTER_PICTURE_MS = 1500;
+const WITHOUT_PICTURE_MS = 10000;
 const REPORTS = 6;
 
 function pixels(figure) {
@@ -44,23 +49,33 @@ function isDrawn(figure) {
 
 function render({ model, el }) {
   let blankSince = null;
+  let pictureSince = Date.now();
   let reports = 0;
   let saidDrawn = false;
   let timer = null;
+  const onPicture = () => {
+    pictureSince = Date.now();
+  };
+  model.on("change:pictures", onPicture);
   const check = () => {
     const figure = el.closest(".gradlab-explorer")?.querySelector(".gradlab-figure");
     if (!figure || figure.getClientRects().length === 0) return 250;
     const now = Date.now();
     if (isDrawn(figure)) {
-      if (!saidDrawn) model.send({ drawn: true, blank_ms: blankSince === null ? 0 : now - blankSince });
+      if (!saidDrawn) {
+        model.send({ drawn: true, blank_ms: blankSince === null ? 0 : now - blankSince, pictures: model.get("pictures") });
+      }
       saidDrawn = true;
       blankSince = null;
       reports = 0;
       return 1000;
     }
     if (blankSince === null) blankSince = now;
-    if (reports < REPORTS && now - blankSince >= FIRST_REPORT_MS * 2 ** reports) {
-      model.send({ drawn: false, blank_ms: now - blankSince });
+    const pictures = model.get("pictures");
+    const waited = pictures > 0 ? now - Math.max(pictureSince, blankSince) : now - blankSince;
+    const due = (pictures > 0 ? AFTER_PICTURE_MS : WITHOUT_PICTURE_MS) * 2 ** reports;
+    if (reports < REPORTS && waited >= due) {
+      model.send({ drawn: false, blank_ms: now - blankSince, pictures });
       saidDrawn = false;
       reports++;
     }
@@ -70,7 +85,10 @@ function render({ model, el }) {
     timer = setTimeout(loop, check());
   };
   loop();
-  return () => clearTimeout(timer);
+  return () => {
+    clearTimeout(timer);
+    model.off("change:pictures", onPicture);
+  };
 }
 
 export default { render };
@@ -80,11 +98,13 @@ export default { render };
 class FigureWatch(anywidget.AnyWidget):
     """Calls ``redraw()`` whenever the browser reports the explorer's figure blank.
 
-    ``drawn``: the last report (None before the first); ``redraws``: how many blank reports were answered;
-    ``reports``: every report received, as sent (``{"drawn": ..., "blank_ms": ...}``).
+    Call ``picture_sent()`` for every picture of the figure sent to the browser. ``drawn``: the last
+    report (None before the first); ``redraws``: how many blank reports were answered; ``reports``: every
+    report received, as sent (``{"drawn": ..., "blank_ms": ..., "pictures": ...}``).
     """
 
     _esm = _ESM
+    pictures = traitlets.Int(0).tag(sync=True)
 
     def __init__(self, redraw):
         super().__init__(layout=widgets.Layout(display="none"))
@@ -94,6 +114,9 @@ class FigureWatch(anywidget.AnyWidget):
         self.redraws = 0
         self.reports = []
         self.on_msg(self._on_report)
+
+    def picture_sent(self):
+        self.pictures += 1
 
     def _on_report(self, _widget, content, _buffers):
         self.reports.append(content)

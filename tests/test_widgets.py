@@ -355,11 +355,12 @@ def test_under_ipympl_a_blank_report_gets_a_whole_picture_and_the_figure_size():
         "Canvas.send = lambda self, content, buffers=None: sent.append(json.loads(content['data'])['type'])\n"
         "ex = DescentExplorer1D(lambda t: (t - 1) ** 2)\n"
         "sent.clear()\n"
+        "pictures = ex.watch.pictures\n"
         "ex.watch._handle_custom_msg({'drawn': True, 'blank_ms': 0}, [])\n"
         "assert sent == [], sent\n"
         "ex.watch._handle_custom_msg({'drawn': False, 'blank_ms': 1500}, [])\n"
         "assert 'resize' in sent and sent[-1] == ('picture', 'full'), sent\n"
-        "assert ex.watch.redraws == 1\n"
+        "assert ex.watch.redraws == 1 and ex.watch.pictures == pictures + 1\n"
         "print('ok')\n"
     )
     run_under_ipympl(script)
