@@ -38,7 +38,8 @@ from .check import TOLERANCES, GradientError, compare
 from .reference import autograd_grads
 
 __all__ = [
-    "KINDS", "Add", "CaseResult", "CrossEntropy", "Diagnosis", "Dot", "Exercise", "Graph", "L2", "Linear", "MSE",
+    "KINDS", "Add", "CaseResult", "CrossEntropy", "Diagnosis", "Dot", "Exercise", "Graph", "L2", "Linear", "LogSoftmax",
+    "MSE",
     "Mean", "ReLU", "Scale", "Sigmoid", "Square", "Sub", "Sum", "Trace", "TraceNode", "Variant", "informative_case",
     "layer_helpers", "locate",
 ]
@@ -443,6 +444,47 @@ class CrossEntropy(Op):
         yield Variant("last_term", z_name, "at each row's label it assigns −1 instead of subtracting 1 (`=` where "
                       "`-=` belongs), so the probability there is lost.", f"p[range(N), labels] -= 1, then / N.",
                       g * assigned / n)
+
+
+class LogSoftmax(Op):
+    """out = log_softmax(inp) along each row (dim=1) of a (B, C) input: lesson 7's first layer that is not
+    elementwise (every output of a row depends on every input of the row, through the softmax's sum)."""
+
+    symbol = "log softmax"
+
+    def __init__(self, out, inp):
+        super().__init__(out, inp)
+
+    def forward(self, z):
+        return torch.log_softmax(z, dim=1)
+
+    def variants(self, values, g, local, names):
+        z_name = self.inputs[0]
+        logp = values[self.out]
+        p = torch.softmax(values[z_name], dim=1)
+        up, dz, so, sz = names.grad(self.out), names.grad(z_name), names.show(self.out), names.show(z_name)
+        right = f"{dz} = {up} − p · ({up} summed along each row, dim=1, keepdim=True), with p = exp({so})"
+        row = g.sum(dim=1, keepdim=True)
+        yield Variant("dropped", z_name, f"it is {up} itself: the term −p·Σ{up} is missing. Every entry of {so} depends "
+                      f"on every entry of its row of {sz} (through the softmax's sum), so each entry of {dz} collects a "
+                      f"term from the whole row.", f"{right}.", g.clone())
+        yield Variant("softmax_diag", z_name, f"it keeps only the diagonal of the log-softmax Jacobian, {up}·(1 − p), "
+                      f"and drops the off-diagonal terms −p·{up} that the other entries of the row send.",
+                      f"{right}.", g * (1 - p))
+        yield Variant("softmax_axis", z_name, f"the sum of {up} is taken down the batch (dim=0); it belongs along each "
+                      f"row (dim=1): a row's probabilities depend on that row alone.", f"{right}.",
+                      g - p * g.sum(dim=0, keepdim=True))
+        yield Variant("softmax_axis", z_name, f"the sum of {up} is taken over the whole batch (no dim); it belongs "
+                      f"along each row (dim=1): a row's probabilities depend on that row alone.", f"{right}.",
+                      g - p * g.sum())
+        yield Variant("wrong_factor", z_name, f"it multiplies the row sum of {up} by {so} itself, where the "
+                      f"probabilities p = exp({so}) belong.", f"{right}.", g - logp * row)
+        yield Variant("wrong_factor", z_name, f"it subtracts the row sum of {up}·{so}, where p·(the row sum of {up}) "
+                      f"belongs, with p = exp({so}).", f"{right}.", g - (g * logp).sum(dim=1, keepdim=True))
+        yield Variant("no_upstream", z_name, f"it adds p = exp({so}) to {up} as it is: the softmax's term must be "
+                      f"multiplied by the row sum of {up} (the chain rule) and subtracted.", f"{right}.", g + p)
+        yield Variant("other_activation", z_name, f"it is the softmax's backward, p·({up} − Σ p·{up}); the "
+                      f"log-softmax's is different.", f"{right}.", p * (g - (p * g).sum(dim=1, keepdim=True)))
 
 
 class L2(Op):

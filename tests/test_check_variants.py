@@ -105,6 +105,11 @@ def _l7_backward(mask_of):
     return {"backward": backward}
 
 
+def _lsm(fn):
+    """lesson 7's log_softmax_backward(dlogp, logp) written from p = exp(logp) and the row sums."""
+    return {"log_softmax_backward": lambda d, logp: fn(d, logp, logp.exp())}
+
+
 NAMED = [
     # the sigmoid layer of lesson 5 (cache = out = σ(x))
     ("L5.sigmoid_backward", {"sigmoid_forward": lambda x: (σ(x), x), "sigmoid_backward": lambda d, x: d * x * (1 - x)},
@@ -156,6 +161,16 @@ NAMED = [
     ("L5.two_layer", _two_layer_hidden(lambda da1, z1: da1 * (da1 > 0)), "mask_upstream"),
     ("L7.backward", _l7_backward(lambda da2, r2: da2 * (da2 > 0)), "mask_upstream"),
     ("L7.backward", _l7_backward(lambda da2, r2: r2.to(da2.dtype)), "no_upstream"),
+    # the log-softmax node of lesson 7 (the first layer whose outputs each depend on a whole row)
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: d.clone()), "dropped"),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: d - d * p), "softmax_diag"),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: d - p * d.sum(0)), "softmax_axis"),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: d - p * d.sum()), "softmax_axis"),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: d - logp * d.sum(1)[:, None]), "wrong_factor"),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: d - torch.einsum("bc,bc->b", d, logp)[:, None]),
+     "wrong_factor"),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: p * d - p * (p * d).sum(1)[:, None]), "other_activation"),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: p + d), "no_upstream"),
 ]
 
 
@@ -186,6 +201,9 @@ UNUSUAL_RIGHT = [
                                       db=lambda d, x, W: torch.ones(len(d), dtype=d.dtype) @ d)),
     ("L3.dsigma_dz", {"dsigma_dz": lambda z: 1 / (torch.exp(z / 2) + torch.exp(-z / 2)) ** 2}),
     ("EXT.l2_linear", {"linear_backward_l2": lambda d, c, lam: torch.einsum("ni,nj->ij", c[0], d) + lam * 2 * c[1]}),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: torch.einsum(
+        "bk,bkj->bj", d, torch.eye(p.shape[1], dtype=p.dtype) - p[:, None, :]))),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: d - torch.softmax(logp, 1) * (d @ torch.ones_like(p[0]))[:, None])),
 ]
 
 
@@ -209,6 +227,9 @@ UNRELATED = [
     ("EXT.l2_linear", {"linear_backward_l2": lambda d, c, lam: 0.5 * c[0].T @ d + 2 * lam * c[1]}),
     ("L2.dJ_dw", _dJ_dw(lambda x, y, w, b, h: 2 * (h - y) * h * (1 - h) * x + 0.01 * x ** 3)),
     ("L5.two_layer", _two_layer_hidden(lambda da1, z1: da1 * (1 - torch.tanh(z1) ** 2))),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: d - 1.1 * p * d.sum(1)[:, None])),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: d + p * d.sum(1)[:, None])),
+    ("L7.log_softmax_backward", _lsm(lambda d, logp, p: d - p.sqrt() * d.sum(1)[:, None])),
     # two mistakes at once: one of them fits only with the other taken away, so neither is named
     ("L5.sigmoid_backward", {"sigmoid_forward": lambda x: (σ(x), x), "sigmoid_backward": lambda d, x: 2 * d * x * (1 - x)}),
     ("L5.relu_backward", {"relu_backward": lambda d, x: -d * (d > 0)}),

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from gradlab.variants import (Add, CrossEntropy, Dot, Exercise, Graph, L2, Linear, Mean, MSE, ReLU, Scale, Sigmoid,
-                              Square, Sub, Sum)
+from gradlab.variants import (Add, CrossEntropy, Dot, Exercise, Graph, L2, Linear, LogSoftmax, Mean, MSE, ReLU, Scale,
+                              Sigmoid, Square, Sub, Sum)
 
 FLOATS = (torch.float32, torch.float64)
 SIZES = (1, 7, 64)
@@ -122,6 +122,40 @@ def l7_softmax_cross_entropy(logits, labels):
     log_probs = shifted - shifted.exp().sum(dim=1, keepdim=True).log()
     one_hot = F.one_hot(labels, c).to(logits.dtype)
     return -(one_hot * log_probs).sum() / n, (log_probs.exp() - one_hot) / n
+
+
+def l7_log_softmax_backward(dlogp, logp):
+    return dlogp - logp.exp() * dlogp.sum(dim=1, keepdim=True)
+
+
+def l7_backward_and_step(params, X, y, lr, *, stale=()):
+    """Lesson 7's backward_and_step: one plain SGD step during the backward pass, every gradient at the parameters
+    as they were on entry. stale: the layers ("3", "2") whose weights are updated before the gradient is passed
+    through them (the lesson's planted bug, and real reports of it)."""
+    W1, b1, W2, b2, W3, b3 = (params[k] for k in ("W1", "b1", "W2", "b2", "W3", "b3"))
+    z1 = X @ W1 + b1
+    a1 = z1.clamp(min=0)
+    z2 = a1 @ W2 + b2
+    a2 = z2.clamp(min=0)
+    z3 = a2 @ W3 + b3
+    g = {"z3": (torch.softmax(z3, dim=1) - F.one_hot(y, z3.shape[1]).to(z3.dtype)) / len(X)}
+    g["W3"], g["b3"] = a2.T @ g["z3"], g["z3"].sum(dim=0)
+    for W, b, k in ((W3, b3, "3"), (W2, b2, "2")):
+        below = {"3": "a2", "2": "a1"}[k]
+        if k in stale:
+            W.sub_(lr * g[f"W{k}"])
+            b.sub_(lr * g[f"b{k}"])
+        g[below] = g[f"z{k}"] @ W.T
+        if k not in stale:
+            W.sub_(lr * g[f"W{k}"])
+            b.sub_(lr * g[f"b{k}"])
+        z = {"3": z2, "2": z1}[k]
+        g[f"z{int(k) - 1}"] = g[below] * (z > 0)
+        a = {"3": a1, "2": X}[k]
+        g[f"W{int(k) - 1}"], g[f"b{int(k) - 1}"] = a.T @ g[f"z{int(k) - 1}"], g[f"z{int(k) - 1}"].sum(dim=0)
+    W1.sub_(lr * g["W1"])
+    b1.sub_(lr * g["b1"])
+    return g
 
 
 def l7_forward(params, X):
@@ -484,6 +518,61 @@ def _l7_backward():
                 answer, hidden)
 
 
+INTERMEDIATES7 = ("z3", "W3", "b3", "a2", "z2", "W2", "b2", "a1", "z1", "W1", "b1")
+LR7 = 0.3
+
+
+def _l7_sizes_and_params(gen, n, dtype):
+    sizes = (6 + n % 9, 9 + n % 4, 5 + n % 6, 3 + n % 5)
+    inputs = {"X": _randn(gen, n, sizes[0], dtype=dtype)}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        inputs[f"W{i}"] = _randn(gen, a, b, dtype=dtype, scale=a ** -0.5)
+        inputs[f"b{i}"] = _randn(gen, b, dtype=dtype, scale=0.1)
+    return sizes, inputs
+
+
+def _l7_log_softmax():
+    graph = Graph(LogSoftmax("logp", "z"), Dot("J", "logp", "dlogp"), upstream="dlogp",
+                  grad_notation={"logp": "dlogp", "z": "dz"})
+
+    def make(gen, n, dtype):
+        c = 3 + n % 8
+        return {"z": torch.log_softmax(_randn(gen, n, c, scale=3.0), dim=1).to(dtype),
+                "dlogp": _randn(gen, n, c, dtype=dtype)}
+
+    def hidden(s):
+        from gradlab.grading import lesson07
+        lesson07.check_log_softmax_backward(s["log_softmax_backward"])
+
+    return Spec("L7.log_softmax_backward", Exercise(graph, "z", name="dz"), _cases(75, make),
+                lambda s: (lambda z, dlogp: s["log_softmax_backward"](dlogp, z)), hidden)
+
+
+def _l7_backward_and_step():
+    """backward_and_step: every intermediate gradient of the mean cross-entropy (z3 are the logits)."""
+    graph = Graph(Linear("z1", "X", "W1", "b1"), ReLU("a1", "z1"), Linear("z2", "a1", "W2", "b2"), ReLU("a2", "z2"),
+                  Linear("z3", "a2", "W3", "b3"), CrossEntropy("L", "z3", "y"), data=("X",),
+                  grad_notation={k: f"dL/d{k}" for k in INTERMEDIATES7})
+
+    def make(gen, n, dtype):
+        sizes, inputs = _l7_sizes_and_params(gen, n, dtype)
+        inputs["y"] = torch.randint(sizes[-1], (n,), generator=gen)
+        return inputs
+
+    def answer(s):
+        def run(X, y, **params):
+            grads = s["backward_and_step"]({k: v.clone() for k, v in params.items()}, X, y, LR7)
+            return {f"dL/d{k}": grads.get(k) for k in INTERMEDIATES7} if isinstance(grads, dict) else grads
+        return run
+
+    def hidden(s):
+        from gradlab.grading import lesson07
+        lesson07.check_backward_and_step(s["backward_and_step"])
+
+    return Spec("L7.backward_and_step", Exercise(graph, INTERMEDIATES7, name=tuple(f"dL/d{k}" for k in INTERMEDIATES7)),
+                _cases(76, make), answer, hidden)
+
+
 LAMBDA = 0.3
 
 
@@ -514,7 +603,7 @@ def l2_right(dout, cache, lam):
 def all_specs():
     specs = [_l1(), _l2(), _l2_db(), _l3_dJ_dsigma(), _l3_dsigma(), _l3_link("w"), _l3_link("b"), _l3_backward(),
              _l4_grads_by_graph(), _l5_linear(), _l5_sigmoid(), _l5_relu(), _l5_two_layer(), _l6_ce(), _l7_relu(),
-             _l7_linear(), _l7_ce(), _l7_backward(), _ext_l2()]
+             _l7_linear(), _l7_ce(), _l7_backward(), _l7_log_softmax(), _l7_backward_and_step(), _ext_l2()]
     return {s.key: s for s in specs}
 
 
@@ -542,5 +631,7 @@ RIGHT = {
     "L7.linear_backward": {"linear_backward": l7_linear_backward},
     "L7.softmax_cross_entropy": {"softmax_cross_entropy": l7_softmax_cross_entropy},
     "L7.backward": {"backward": l7_backward},
+    "L7.log_softmax_backward": {"log_softmax_backward": l7_log_softmax_backward},
+    "L7.backward_and_step": {"backward_and_step": l7_backward_and_step},
     "EXT.l2_linear": {"linear_backward_l2": l2_right},
 }
