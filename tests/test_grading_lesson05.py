@@ -1,6 +1,9 @@
 """The hidden checks of lesson 5 pass the lesson's solutions and every valid variant a docstring allows, fail each
 class of mistake with a message that names it, cost one cell per mistake, and agree both ways the grader runs
 them (locally, and recorded in the kernel then replayed: tests/grading_modes.py)."""
+import contextlib
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +11,7 @@ import torch.nn.functional as F
 from course import solution_namespace
 from grading_modes import both
 from gradlab.grading import lesson05
+from gradlab.variants import KINDS
 
 NOTEBOOK = "05-matrix-backprop/matrix-backprop.ipynb"
 SOLUTIONS = solution_namespace(NOTEBOOK)
@@ -277,8 +281,9 @@ def test_changing_the_cache_or_the_input_in_place_fails():
 # ---------------------------------------------------------------- holes that kind inputs left open
 def test_relu_slope_at_zero_is_torch_relus():
     """x holds exact zeros in every case: a mask x >= 0 (or clamp's autograd slope 1 at 0) is named."""
-    message = fails(lesson05.check_relu_backward, relu_forward, lambda d, x: d * (x >= 0), kind="known slip")
-    assert "exactly 0" in message and "x > 0" in message
+    # kind "known slip" before the diagnosis (gradlab.variants) named it: now the engine's kind, from n = 64
+    message = fails(lesson05.check_relu_backward, relu_forward, lambda d, x: d * (x >= 0), kind="mask_at_zero")
+    assert "exactly 0" in message and "x > 0" in message and "(n=64" in message.splitlines()[0]
 
 
 def test_degenerate_sizes_catch_squeezing():
@@ -313,7 +318,9 @@ def test_float32_results_for_float64_inputs_fail():
     ("db", lambda d, c: (d @ c[1].T, c[0].T @ d, d.mean(0)), "division by N"),
     ("dx", lambda d, c: (-(d @ c[1].T), c[0].T @ d, d.sum(0)), "wrong sign"),
     ("db", lambda d, c: (d @ c[1].T, c[0].T @ d, d.sum(1)), "db"),
-    ("dx", lambda d, c: (d @ c[1], c[0].T @ d, d.sum(0)), "dx"),
+    # W for Wᵀ: it used to fail on the first (square) case with "the values are different"; every case is tried
+    # first now, and the crash on a non-square W says what is wrong with the product
+    ("dx", lambda d, c: (d @ c[1], c[0].T @ d, d.sum(0)), "shapes cannot be multiplied"),
 ])
 def test_wrong_linear_gradients_fail_with_a_diagnosis(which, wrong, hint):
     fails(lesson05.check_linear_backward, linear_forward, wrong, which, needles=[hint])
@@ -337,21 +344,27 @@ def test_forward_must_return_out_and_cache():
     fails(lesson05.check_linear_forward, lambda x, W, b: (x @ W, None), needles=["linear_forward output is wrong"])
 
 
-@pytest.mark.parametrize("wrong, hint", [
-    (lambda d, x: (x > 0).to(d.dtype), "local derivative alone"),
-    (lambda d, x: d * torch.relu(x), "ReLU(x)"),
+# kinds "known slip" (from a list of the check's own sentences, at n = 1) before the diagnosis (gradlab.variants)
+# named them from the computation the check declares: now the engine's kinds and words, from n = 64
+@pytest.mark.parametrize("wrong, kind, hint", [
+    (lambda d, x: (x > 0).to(d.dtype), "no_upstream", "it is the mask (x > 0) alone, not multiplied by the upstream "
+                                                      "gradient dout"),
+    (lambda d, x: d * torch.relu(x), "relu_slope", "it multiplies dout by x where x > 0, but ReLU's slope there is 1"),
 ])
-def test_relu_backward_slips_are_named(wrong, hint):
-    fails(lesson05.check_relu_backward, relu_forward, wrong, kind="known slip", needles=[hint])
+def test_relu_backward_slips_are_named(wrong, kind, hint):
+    message = fails(lesson05.check_relu_backward, relu_forward, wrong, kind=kind, needles=[hint, "Fix:"])
+    assert "(n=64" in message.splitlines()[0]
 
 
-@pytest.mark.parametrize("wrong, hint", [
-    (lambda d, s: s * (1 - s), "local derivative alone"),
-    (lambda d, s: d * s, "σ(x)·(1 − σ(x))"),
-    (lambda d, s: d * torch.sigmoid(s) * (1 - torch.sigmoid(s)), "already is out = σ(x)"),
+@pytest.mark.parametrize("wrong, kind, hint", [
+    (lambda d, s: s * (1 - s), "no_upstream", "the local derivative σ'(x) alone, not multiplied by the upstream "
+                                              "gradient dout"),
+    (lambda d, s: d * s, "sigmoid_part", "σ(x)·(1 − σ(x))"),
+    (lambda d, s: d * torch.sigmoid(s) * (1 - torch.sigmoid(s)), "wrong_point", "out is already σ(x)"),
 ])
-def test_sigmoid_backward_slips_are_named(wrong, hint):
-    fails(lesson05.check_sigmoid_backward, sigmoid_forward, wrong, kind="known slip", needles=[hint])
+def test_sigmoid_backward_slips_are_named(wrong, kind, hint):
+    message = fails(lesson05.check_sigmoid_backward, sigmoid_forward, wrong, kind=kind, needles=[hint, "Fix:"])
+    assert "(n=64" in message.splitlines()[0]
 
 
 def test_a_hard_coded_gradient_fails():
@@ -480,3 +493,178 @@ def test_pytorchs_own_backward_kernels_are_not_a_derivation_by_hand():
         lesson05.check_sigmoid_backward(sigmoid_forward, lambda dout, out: torch.ops.aten.sigmoid_backward(dout, out))
     with pytest.raises(AssertionError, match="autograd|by hand"):
         lesson05.check_relu_backward(relu_forward, lambda dout, x: torch.ops.aten.threshold_backward(dout, x, 0))
+
+
+# ---------------------------------------------------------------- the diagnosis (issue 15): from every case tried
+σ = torch.sigmoid
+
+
+def diagnosed(check, *args):
+    """(message, replayed verdict) of a check that fails the same way both ways."""
+    err, verdict = both(check, *args)
+    assert err is not None, "the check passed"
+    return str(err), verdict
+
+
+def _dW_loop_overwrites(dout, cache):
+    x, W, b = cache
+    dW = torch.zeros_like(W)
+    for i in range(len(x)):
+        dW = torch.outer(x[i], dout[i])  # `=` where `+=` belongs
+    return dout @ W.T, dW, dout.sum(0)
+
+
+NAMED_LAYER_SLIPS = [
+    (lesson05.check_relu_backward, relu_forward, lambda d, x: d.clone(), "mask_missing",
+     "the ReLU mask is missing: dx should be 0 wherever x ≤ 0. Fix: multiply dout by the mask (x > 0)."),
+    (lesson05.check_relu_backward, relu_forward, lambda d, x: d * (d > 0), "mask_upstream",
+     "the mask comes from the sign of the upstream gradient dout; it must come from the forward input x"),
+    (lesson05.check_relu_backward, relu_forward, lambda d, x: d * (x <= 0), "mask_inverted", "the mask is inverted"),
+    (lesson05.check_relu_backward, relu_forward, lambda d, x: d * σ(x) * (1 - σ(x)), "other_activation",
+     "it uses the sigmoid's derivative σ'(x); ReLU's derivative is 1 where x > 0"),
+    (lesson05.check_sigmoid_backward, sigmoid_forward, lambda d, s: d.clone(), "dropped",
+     "the sigmoid's local derivative σ'(x) is missing: dx equals dout. Fix: multiply dout by σ'(x) = out · (1 − out)."),
+    (lesson05.check_sigmoid_backward, sigmoid_forward, lambda d, s: d * (s * (1 - s)) ** 2, "twice",
+     "σ'(x) is applied twice"),
+    (lesson05.check_sigmoid_backward, sigmoid_forward, lambda d, s: d * (1 - s), "sigmoid_part",
+     "it multiplies dout by 1 − σ(x) only"),
+]
+
+
+@pytest.mark.parametrize("check, forward, wrong, kind, needle", NAMED_LAYER_SLIPS,
+                         ids=[f"{c.__name__}-{k}" for c, _, _, k, _ in NAMED_LAYER_SLIPS])
+def test_a_layers_formula_mistake_is_named_from_every_case_with_its_fix_and_picture(check, forward, wrong, kind, needle):
+    message, verdict = diagnosed(check, forward, wrong)
+    head = message.splitlines()[0]
+    assert verdict.kind == kind and needle in message and "Fix:" in head, message
+    assert "(n=64" in head and "cases tried" in message.splitlines()[1]
+    assert verdict.figure and verdict.figure.startswith("<?xml") and "first wrong" in verdict.figure
+
+
+@pytest.mark.parametrize("which, wrong, kind, needle", [
+    ("dW", _dW_loop_overwrites, "last_term", "as if `=` were used where `+=` belongs in a loop over the batch"),
+    ("db", lambda d, c: (d @ c[1].T, c[0].T @ d, (c[0].T @ d).sum(0)), "wrong_factor",
+     "it multiplies by the input x, as for W; the bias's local derivative is 1. Fix: db = dout summed over the rows"),
+    ("dx", lambda d, c: (d @ (c[0].T @ d).T, c[0].T @ d, d.sum(0)), "wrong_factor",
+     "it uses the gradient dW where the weight W belongs"),
+])
+def test_a_linear_backwards_formula_mistake_is_named_in_its_own_gradients_cell(which, wrong, kind, needle):
+    message, verdict = diagnosed(lesson05.check_linear_backward, linear_forward, wrong, which)
+    assert verdict.kind == kind and needle in message and message.startswith(f"{which} is wrong"), message
+    assert verdict.figure
+
+
+def test_a_backward_that_ignores_the_forward_values_or_dout_is_found_by_calling_it_again():
+    """The probes call the student's backward again through call_student: recorded in the kernel, replayed."""
+    message, verdict = diagnosed(lesson05.check_sigmoid_backward, sigmoid_forward, lambda d, s: σ(1 - σ(d)))
+    assert verdict.kind == "wrong_point" and "dx does not depend on x at all" in message
+    assert "seen by calling it again with x changed" in message
+    message, verdict = diagnosed(lesson05.check_relu_backward, relu_forward, lambda d, x: torch.tanh(x).abs())
+    assert verdict.kind == "no_upstream" and "does not change when the upstream gradient dout does" in message
+
+
+def test_a_relu_backward_wrong_only_at_exact_zeros_is_told_so():
+    message, verdict = diagnosed(lesson05.check_relu_backward, relu_forward,
+                                 lambda d, x: torch.where(x == 0, 0.5 * d, d * (x > 0)))
+    assert verdict.kind == "mask_at_zero" and "wrong only where x is exactly 0" in message, message
+
+
+UNRELATED_LAYER_MISTAKES = [
+    (lesson05.check_relu_backward, relu_forward, lambda d, x: d * (x > 0.5)),
+    (lesson05.check_relu_backward, relu_forward, lambda d, x: d * torch.where(x > 0, 1.0, 0.01).to(d.dtype)),
+    (lesson05.check_relu_backward, relu_forward, lambda d, x: -d * (d > 0)),  # two slips at once
+    (lesson05.check_sigmoid_backward, sigmoid_forward, lambda d, s: d * (1 - torch.tanh(s) ** 2)),
+    (lesson05.check_sigmoid_backward, sigmoid_forward, lambda d, s: 2 * d * s),  # two slips at once
+    (lesson05.check_sigmoid_backward, sigmoid_forward, lambda d, s: d * s * (1 - s) + 1e-3 * d.abs()),
+]
+
+
+@pytest.mark.parametrize("check, forward, wrong", UNRELATED_LAYER_MISTAKES)
+def test_a_mistake_that_is_no_usual_slip_is_not_given_one(check, forward, wrong):
+    message, verdict = diagnosed(check, forward, wrong)
+    assert verdict.kind not in KINDS and "Fix:" not in message and not verdict.figure, message
+    assert "(n=1," not in message.splitlines()[0]
+
+
+def test_a_backward_wrong_with_both_caches_says_so_and_keeps_the_diagnosis():
+    def sigmoid_forward_caching_x(x):
+        return torch.sigmoid(x), x
+    message, verdict = diagnosed(lesson05.check_sigmoid_backward, sigmoid_forward_caching_x, lambda d, c: d.clone())
+    assert verdict.kind == "dropped" and "It was called with the lesson's cache, out = σ(x)" in message, message
+    assert verdict.figure
+
+
+def _network_with(right, wrong):
+    source = _two_layer_source()
+    assert right in source
+    return notebook(source.replace(right, wrong))["two_layer_loss_and_grads"]
+
+
+@pytest.mark.parametrize("right, wrong, kind, needles", [
+    ("dz2 = sigmoid_backward(dp, cache4)", "dz2 = dp", "dropped",
+     ["dJ/dW2 is wrong (X (64", "the sigmoid's local derivative σ'(z2) is missing: dz2 equals dp. Fix: multiply dp by "
+      "σ'(z2) = p · (1 − p).", "The first wrong gradient is dz2 (a step inside your function); da1 (not given), dW2, "
+      "db2, dz1 (not given), dW1, db1 are wrong only because of it."]),
+    ("dz1 = relu_backward(da1, cache2)", "dz1 = da1", "mask_missing",
+     ["the ReLU mask is missing: dz1 should be 0 wherever z1 ≤ 0. Fix: multiply da1 by the mask (z1 > 0).",
+      "The first wrong gradient is dz1 (a step inside your function); dW1, db1 are wrong only because of it."]),
+    ("da1, dW2, db2 = linear_backward(dz2, cache3)", "_, dW2, db2 = linear_backward(dz2, cache3); da1 = dz2 @ dW2.T",
+     "wrong_factor", ["it uses the gradient dW2 where the weight W2 belongs. Fix: da1 = dz2 @ W2ᵀ.",
+                      "The first wrong gradient is da1 (a step inside your function)"]),
+])
+def test_a_slip_inside_the_network_is_placed_at_its_first_wrong_gradient_and_drawn(right, wrong, kind, needles):
+    message, verdict = diagnosed(lesson05.check_two_layer_loss_and_grads, _network_with(right, wrong))
+    assert verdict.kind == kind, message
+    for needle in needles + ["so the mistake is in `two_layer_loss_and_grads` itself"]:
+        assert needle in message, message
+    assert verdict.figure and 'id="grad-' in verdict.figure and "first wrong" in verdict.figure
+
+
+def test_a_network_mistake_that_is_no_usual_slip_is_not_given_one():
+    wrong = _network_with("dz1 = relu_backward(da1, cache2)", "dz1 = da1 * (1 - torch.tanh(z1) ** 2)")
+    message, verdict = diagnosed(lesson05.check_two_layer_loss_and_grads, wrong)
+    assert verdict.kind not in KINDS and "Fix:" not in message and not verdict.figure, message
+
+
+def test_two_slips_in_the_network_are_not_given_one_name():
+    source = _two_layer_source()
+    source = source.replace("dz2 = sigmoid_backward(dp, cache4)", "dz2 = dp")
+    source = source.replace("dz1 = relu_backward(da1, cache2)", "dz1 = da1")
+    message, verdict = diagnosed(lesson05.check_two_layer_loss_and_grads, notebook(source)["two_layer_loss_and_grads"])
+    assert verdict.kind not in KINDS and "Fix:" not in message, message
+
+
+@pytest.mark.parametrize("source, first, needle", [
+    ("def relu_backward(dout, cache):\n    return dout.clone()\n", "dz1, from your `relu_backward`",
+     "the ReLU mask is missing: dz1 should be 0 wherever z1 ≤ 0. Fix: multiply da1 by the mask (z1 > 0). dW1, db1 are "
+     "wrong only because of it."),
+    ("def sigmoid_backward(dout, cache):\n    return dout * cache\n", "dz2, from your `sigmoid_backward`",
+     "it multiplies dp by σ(z2) only"),
+    (WRONG_LAYERS["linear"], "dW2, from your `linear_backward`", "every value is 2 × the expected one"),
+])
+def test_the_note_places_a_wrong_layer_in_the_network_given_the_right_upstream_gradient(source, first, needle):
+    """locate with the student's layer functions, every call through call_student: the same note when replayed."""
+    ns = notebook(source)
+    verdict = passes(lesson05.check_two_layer_loss_and_grads, ns["two_layer_loss_and_grads"])
+    (note,) = verdict.notes
+    assert "each given the right upstream gradient (X (64" in note and "float64" in note, note
+    assert f"the first wrong gradient is {first}" in note and needle in note, note
+    with contextlib.redirect_stdout(io.StringIO()) as printed:  # run locally, the check prints its note
+        lesson05.check_two_layer_loss_and_grads(ns["two_layer_loss_and_grads"])
+    assert printed.getvalue().strip() == note
+
+
+def test_the_lesson_draws_the_networks_backward_pass_from_its_own_gradients():
+    """lesson05.trace: what the lesson's comparison cell shows."""
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(20, 4, generator=gen, dtype=torch.float64)
+    y = (torch.rand(20, 1, generator=gen) < 0.5).double()
+    params = dict(zip(("W1", "b1", "W2", "b2"), (torch.randn(*s, generator=gen, dtype=torch.float64)
+                                                 for s in [(4, 3), (3,), (3, 1), (1,)])))
+    _, grads = two_layer(X, y, dict(params))
+    right = lesson05.trace(X, y, params, grads)
+    assert right.ok and right.explain() == "Every gradient given is right." and "<svg" in right._repr_svg_()
+    _, wrong = _network_with("dz2 = sigmoid_backward(dp, cache4)", "dz2 = dp")(X, y, dict(params))
+    traced = lesson05.trace(X, y, params, wrong)
+    assert traced.first == "z2" and traced.diagnosis.kind == "dropped"
+    assert "dW2, db2, dz1 (not given), dW1, db1 are wrong only because of it" in traced.explain()
