@@ -159,11 +159,69 @@ def test_softmax_gradient_variants_pass(how):
 @pytest.mark.parametrize("wrong, kind", [
     (lambda z, y: softmax_cross_entropy_grad(z, y) * z.shape[0], "factor"),  # the 1/N is missing
     (lambda z, y: -softmax_cross_entropy_grad(z, y), "sign"),
-    (lambda z, y: torch.softmax(z, dim=1) / z.shape[0], None),  # the one-hot is missing
+    (lambda z, y: torch.softmax(z, dim=1) / z.shape[0], "onehot_missing"),  # the one-hot is missing
     (lambda z, y: softmax_cross_entropy_grad(z, y).float(), "placement"),  # float32 for float64 logits
 ])
 def test_wrong_softmax_gradients_fail(wrong, kind):
     fails(lesson06.check_softmax_cross_entropy_grad, wrong, kind=kind, needles=["dL/dlogits"])
+
+
+def _with(p_y):
+    """A gradient made from the softmax p and the one-hot rows y (and N, the logits, the labels)."""
+    def grad(logits, labels):
+        p = torch.softmax(logits, dim=1)
+        y = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+        return p_y(p, y, len(labels), logits, labels)
+    return grad
+
+
+def _assign_minus_one(p, y, n, z, labels):
+    d = p.clone()
+    d[torch.arange(n), labels] = -1.0  # `=` where `-=` belongs
+    return d / n
+
+
+@pytest.mark.parametrize("wrong, kind, needle", [
+    (_with(lambda p, y, n, z, l: (torch.softmax(z, dim=0) - y) / n), "softmax_axis",
+     "the softmax is taken over the wrong axis (down the batch, dim=0)"),
+    (_with(lambda p, y, n, z, l: -y * (1 - p) / n), "softmax_diag", "it keeps only the diagonal p·(1 − p)"),
+    (_with(lambda p, y, n, z, l: (p - y) * p * (1 - p) / n), "softmax_diag",
+     "it multiplies by the diagonal p·(1 − p) of the softmax Jacobian, which (p − one_hot) already contains"),
+    (_with(lambda p, y, n, z, l: (p + y) / n), "onehot_added", "it adds the one-hot labels instead of subtracting them"),
+    (_with(lambda p, y, n, z, l: p / n), "onehot_missing", "the one-hot term is missing"),
+    (_with(_assign_minus_one), "last_term", "at each row's label it assigns −1 instead of subtracting 1"),
+])
+def test_a_softmax_gradients_formula_mistake_is_named_from_every_case_with_its_fix_and_picture(wrong, kind, needle):
+    """Named only when it fits every case tried (18 of them), from n = 64, with the fix and the gradient drawn."""
+    err, verdict = both(lesson06.check_softmax_cross_entropy_grad, wrong)
+    message = str(err)
+    head = message.splitlines()[0]
+    assert verdict.kind == kind and needle in head and "Fix:" in head and "(n=64" in head, message
+    assert "mask" not in message and verdict.figure and "first wrong" in verdict.figure
+
+
+@pytest.mark.parametrize("wrong", [
+    _with(lambda p, y, n, z, l: (p - (0.9 * y + 0.1 / y.shape[1])) / n),  # label smoothing
+    _with(lambda p, y, n, z, l: (torch.log_softmax(z, 1) - y) / n),
+    _with(lambda p, y, n, z, l: (torch.softmax(z / 2, 1) - y) / n),
+    _with(lambda p, y, n, z, l: p + y),  # two slips at once
+    _with(lambda p, y, n, z, l: (p - y) * (p > 0.3) / n),  # zeros in odd places: no ReLU-mask hint for a softmax
+])
+def test_a_softmax_gradient_mistake_that_is_no_usual_slip_is_not_given_one_nor_a_mask_hint(wrong):
+    from gradlab.variants import KINDS
+
+    err, verdict = both(lesson06.check_softmax_cross_entropy_grad, wrong)
+    message = str(err)
+    assert verdict.kind not in KINDS and "Fix:" not in message and "mask" not in message, message
+    assert not verdict.figure and "(n=1," not in message.splitlines()[0]
+
+
+def test_a_gradient_divided_by_every_logit_is_told_it_is_divided_by_the_classes_too():
+    err, verdict = both(lesson06.check_softmax_cross_entropy_grad,
+                        _with(lambda p, y, n, z, l: (p - y) / z.numel()))
+    message = str(err)
+    assert verdict.kind == "factor" and "3 is the number of classes C here: it is divided by N·C = 192" in message
+    assert "divide by N = logits.shape[0]" in message and "(n=64" in message.splitlines()[0]
 
 
 def test_a_softmax_without_the_shift_or_with_one_shift_for_the_batch_fails():

@@ -4,14 +4,22 @@ Every expected value is made before the student's function runs, from tensors it
 with torch's own functions or autograd, or known by construction (the accuracy check builds logits whose right
 rows it chose). The training-loop checks watch what the student's loop does with a model that records the rows
 it is given, and replay the same mini-batches with the grader's own SGD steps.
+
+The softmax-cross-entropy gradient is graded on every case first; then the message comes from the most informative
+failing case and names a formula mistake only when one fits every case tried, from the computation declared once
+for gradlab.variants (``LOSS``), with the fix in one sentence and the gradient drawn, marked, with the failure
+(issue 15). No ReLU-mask hint is given for it: the computation has no mask.
 """
 import math
 
 import torch
 import torch.nn.functional as F
 
+from gradlab import variants as V
 from gradlab.check import autograd_grads, compare
 from gradlab.grading import common
+from gradlab.grading.lesson01 import fail_with_trace
+from gradlab.grading.lesson05 import grade
 
 from . import mnist_run
 
@@ -109,10 +117,20 @@ _OFFSETS = {
 }
 
 
+#: The computation the gradient belongs to, declared once for the diagnosis (gradlab.variants): the mean
+#: cross-entropy of the logits against integer labels, as F.cross_entropy computes it.
+LOSS = V.Exercise(V.Graph(V.CrossEntropy("L", "logits", "labels"), grad_notation={"logits": "dL/dlogits"}),
+                  "logits", name="dL/dlogits")
+
+
 @common.graded
 def check_softmax_cross_entropy_grad(softmax_cross_entropy_grad):
     """The gradient of the mean cross-entropy F.cross_entropy(logits, labels) with respect to the logits, against
-    autograd, finite for logits far from 0 and for rows far apart from each other, in the logits' dtype."""
+    autograd, finite for logits far from 0 and for rows far apart from each other, in the logits' dtype.
+
+    Every case first; inf or NaN is named at the first case that shows it, anything else from the most informative
+    failing case, with the usual formula mistake that fits every case (``LOSS``)."""
+    runs = []
     for label, gen, n, dtype, device in common.cases(604, sizes=(1, 7, 64)):
         for what, offset in _OFFSETS.items():
             c = 3 + n % 8
@@ -123,15 +141,45 @@ def check_softmax_cross_entropy_grad(softmax_cross_entropy_grad):
             case = label + what
             got = common.call_student(softmax_cross_entropy_grad, "softmax_cross_entropy_grad", logits.clone(),
                                       labels.clone(), case=case)
-            if (isinstance(got, torch.Tensor) and got.shape == expected.shape and got.is_floating_point()
-                    and not bool(torch.isfinite(got).all())):
-                common.fail(
-                    f"dL/dlogits holds inf or NaN ({case}). e^z overflows for large logits, and after subtracting one "
-                    "maximum for the whole batch a row far below it gives e^(−1000) = 0 everywhere and 0/0. Subtract "
-                    "each row's own largest logit, logits.max(dim=1, keepdim=True).values, before exponentiating "
-                    "(torch.softmax does that for you).",
-                    kind="overflow", gradient="dL/dlogits")
-            common.check_tensor("dL/dlogits", got, expected, case)
+            runs.append((case, {"logits": logits, "labels": labels}, got, {"dL/dlogits": expected}))
+    for case, _, got, expected in runs:
+        if (isinstance(got, torch.Tensor) and got.shape == expected["dL/dlogits"].shape and got.is_floating_point()
+                and not bool(torch.isfinite(got).all())):
+            common.fail(
+                f"dL/dlogits holds inf or NaN ({case}). e^z overflows for large logits, and after subtracting one "
+                "maximum for the whole batch a row far below it gives e^(−1000) = 0 everywhere and 0/0. Subtract "
+                "each row's own largest logit, logits.max(dim=1, keepdim=True).values, before exponentiating "
+                "(torch.softmax does that for you).",
+                kind="overflow", gradient="dL/dlogits")
+    _divided_by_classes(runs)
+    grade(LOSS, runs, lambda label, got, expected: common.check_tensor("dL/dlogits", got, expected["dL/dlogits"], label))
+
+
+def _divided_by_classes(runs):
+    """Every failing case is the gradient divided by the number of classes C as well (a mean over all N·C logits,
+    where the loss is a mean over the N rows): say so, from the largest failing case where C is not N (a plain
+    "1/C ×" would call C the batch size)."""
+    failing = []
+    for case, _, got, expected in runs:
+        expected = expected["dL/dlogits"]
+        if compare("dL/dlogits", got, expected).ok:
+            continue
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape or not got.is_floating_point():
+            return
+        n, c = expected.shape
+        if not compare("dL/dlogits", got * c, expected).ok:
+            return
+        failing.append((case, got, expected, n, c))
+    shown = [f for f in failing if f[3] != f[4]]
+    if not shown:
+        return
+    case, got, expected, n, c = max(shown, key=lambda f: f[2].numel())
+    details = ["  " + line for line in compare("dL/dlogits", got, expected).details]
+    fail_with_trace("\n".join([
+        f"dL/dlogits is wrong ({case}): every value is 1/{c} × the expected one, and {c} is the number of classes C "
+        f"here: it is divided by N·C = {n * c} (a mean over every logit), but the loss is the mean over the N = {n} "
+        f"rows only. Fix: divide by N = logits.shape[0], not by logits.numel().",
+        f"  (the same in all {len(failing)} cases that fail)", *details]), "factor", "dL/dlogits", None, case)
 
 
 # --------------------------------------------------------------------------- one epoch of training
