@@ -164,6 +164,12 @@ def l5_relu_at_zero(dout, cache):
     return dout * (x >= 0)
 
 
+def l5_relu_zeroes_only_negatives(dout, cache):
+    # pytorch/tutorials#269: grad_h[h < 0] = 0 on a copy of the upstream gradient lets it through where h is 0.
+    x = cache
+    return torch.where(x < 0, torch.zeros_like(dout), dout)
+
+
 def l5_relu_with_sigmoid_derivative(dout, cache):
     # jeffheaton/encog-dotnet-core#124: the ReLU activation class has the sigmoid's derivative.
     x = cache
@@ -262,6 +268,14 @@ def l6_softmax_diagonal(logits, labels):
     return p * (1 - p) * dL_dp
 
 
+def l6_softmax_prime_on_top(logits, labels):
+    # zhuozhiyongde/Fundamentals-of-Artificial-Intelligence-2024Spring-PKU#1: softmax_prime(x) = s·(1 − s), the
+    # Jacobian's diagonal, beside a loss derivative y_pred − y_true that already goes through the softmax; here
+    # the two multiplied together.
+    n, c, p, y = _ce_parts(logits, labels)
+    return (p - y) * p * (1 - p) / n
+
+
 def l6_softmax_wrong_axis(logits, labels):
     # deeplearning4j/deeplearning4j#345: the softmax is computed over dimension 0 instead of 1.
     n, c, _, y = _ce_parts(logits, labels)
@@ -355,6 +369,8 @@ CORPUS = [
             "L5.relu_backward", {"relu_backward": l5_relu_slope_x}, "slope x"),
     Mistake("grokking-13", "https://github.com/iamtrask/Grokking-Deep-Learning/pull/13", "mask_at_zero",
             "L5.relu_backward", {"relu_backward": l5_relu_at_zero}, "x >= 0"),
+    Mistake("pytorch-tutorials-269", "https://github.com/pytorch/tutorials/pull/269", "mask_at_zero",
+            "L5.relu_backward", {"relu_backward": l5_relu_zeroes_only_negatives}, "zeroes x < 0 only: x = 0 passes"),
     Mistake("encog-124", "https://github.com/jeffheaton/encog-dotnet-core/issues/124", "other_activation",
             "L5.relu_backward", {"relu_backward": l5_relu_with_sigmoid_derivative}, "sigmoid derivative in ReLU"),
     Mistake("smile-528", "https://github.com/haifengl/smile/issues/528", "no_upstream",
@@ -393,6 +409,10 @@ CORPUS = [
             "L7.backward", {"backward": l7_backward_divides_again}, "divided by N twice"),
     Mistake("mlfromscratch-71", "https://github.com/eriklindernoren/ML-From-Scratch/issues/71", "softmax_diag",
             "L6.softmax_cross_entropy_grad", {"softmax_cross_entropy_grad": l6_softmax_diagonal}, "diagonal only"),
+    Mistake("pku-ai-2024-1",
+            "https://github.com/zhuozhiyongde/Fundamentals-of-Artificial-Intelligence-2024Spring-PKU/issues/1",
+            "softmax_diag", "L6.softmax_cross_entropy_grad", {"softmax_cross_entropy_grad": l6_softmax_prime_on_top},
+            "p − y times the diagonal s(1 − s)"),
     Mistake("dl4j-345-axis", "https://github.com/deeplearning4j/deeplearning4j/issues/345", "softmax_axis",
             "L6.softmax_cross_entropy_grad", {"softmax_cross_entropy_grad": l6_softmax_wrong_axis}, "dim 0"),
     Mistake("smile-151", "https://github.com/haifengl/smile/pull/151", "sign",

@@ -41,6 +41,15 @@ def test_the_hidden_checks_are_measured_through_the_same_classifier(results):
     assert set(hidden["counts"]) == set(runner.OUTCOMES)
 
 
+def test_the_hidden_checks_of_lessons_5_and_6_name_every_mistake_of_theirs(results):
+    """Issue 15: lesson 5's layer and network checks and lesson 6's softmax-cross-entropy check, run on the corpus's
+    mistakes of their exercises, are as good as the mechanism: every one named, none vague, misleading or missed."""
+    lesson = {m.id: m.spec.split(".")[0] for m in CORPUS}
+    rows = [row[:4] for row in results["hidden"]["cases"] if lesson[row[0]] in ("L5", "L6")]
+    assert len(rows) >= 20
+    assert [row for row in rows if row[2] != "named"] == []
+
+
 def test_held_out_mistakes_are_never_misnamed():
     """Mistakes collected after the mechanism was written: whatever it does not name, it must not misname."""
     held = runner.run(("mechanism",), corpus=HELD_OUT)["mechanism"]
