@@ -480,11 +480,11 @@ WRONG = [
 
         def relu_backward(dout, cache):
             return dout * (cache >= 0)
-    """, None, "not where x >= 0"),
+    """, "mask_at_zero", "Fix: use x > 0, not x >= 0"),
     ("no mask", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
         def relu_backward(dout, cache):
             return dout.clone()
-    """, None, "dx is wrong"),
+    """, "mask_missing", ["dx is wrong", "the ReLU mask is missing"]),
     ("float32 mask product", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
         def relu_backward(dout, cache):
             return (dout * cache).float()
@@ -493,15 +493,15 @@ WRONG = [
     ("the row sum forgotten", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
         def log_softmax_backward(dlogp, logp):
             return dlogp.clone()
-    """, None, "That is dlogp itself"),
+    """, "dropped", ["dz is wrong", "it is dlogp itself", "collects a term from the whole row"]),
     ("only the Jacobian's diagonal", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
         def log_softmax_backward(dlogp, logp):
             return dlogp * (1 - logp.exp())
-    """, None, "dz is wrong"),
+    """, "softmax_diag", ["dz is wrong", "only the diagonal"]),
     ("sum over the batch instead of the row", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
         def log_softmax_backward(dlogp, logp):
             return dlogp - logp.exp() * dlogp.sum(dim=0, keepdim=True)
-    """, None, "dz is wrong"),
+    """, "softmax_axis", ["dz is wrong", "down the batch (dim=0)"]),
     # the loss
     ("one maximum for the whole batch", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
         def softmax_cross_entropy(logits, labels):
@@ -568,7 +568,8 @@ WRONG = [
             da1, grads["W2"], grads["b2"] = linear_backward(da2, c2)
             _, grads["W1"], grads["b1"] = linear_backward(relu_backward(da1, r1), c1)
             return grads
-    """, None, ["dW2 is wrong", "the mistake is in `backward` itself"]),
+    """, "mask_missing", ["dW2 is wrong", "the ReLU mask is missing: dz2 should be 0", "The first wrong gradient is dz2",
+                          "the mistake is in `backward` itself"]),
     ("a missing key", lesson07.check_backward, ["forward", "backward"], """
         _solution = backward
 
@@ -692,6 +693,310 @@ WRONG = [
 def test_a_wrong_answer_fails_naming_the_mistake(what, check, names, source, kind, match):
     ns = notebook(source)
     fails(check, *(ns[n] for n in names), kind=kind, match=match)
+
+
+# --------------------------------------------------------------------------- issue 15: the real mistake, named
+# A formula mistake is named (kind and words) only when it fits every case tried; the message comes from an
+# informative case (not n = 1); a whole backward pass says where the first wrong gradient is and what follows.
+_KEEP_X = """
+        def relu_forward(x):
+            return x.clamp(min=0), x
+"""
+_BY_HAND = """
+        def backward(dlogits, caches):  # a backward that writes each layer out, with SLIP in its ReLU steps
+            c1, r1, c2, r2, c3 = caches
+            grads = {}
+            a2, W3 = c3
+            grads["W3"], grads["b3"] = a2.T @ dlogits, dlogits.sum(dim=0)
+            da2 = DA2
+            dz2 = DZ2
+            a1, W2 = c2
+            grads["W2"], grads["b2"] = a1.T @ dz2, dz2.sum(dim=0)
+            da1 = DA1
+            dz1 = DZ1
+            x, _ = c1
+            grads["W1"], grads["b1"] = x.T @ dz1, dz1.sum(dim=0)
+            return grads
+"""
+
+
+def by_hand(da2="dlogits @ W3.T", dz2="da2 * (r2 > 0)", da1="dz2 @ W2.T", dz1="da1 * (r1 > 0)"):
+    """A backward written out layer by layer (relu_forward caches the input x), with the given expressions."""
+    return _KEEP_X + _BY_HAND.replace("DA2", da2).replace("DZ2", dz2).replace("DA1", da1).replace("DZ1", dz1)
+
+
+NAMED = [
+    # linear_backward
+    ("dW for W in dx", lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_backward(dout, cache):
+            x, W = cache
+            dW = x.T @ dout
+            return dout @ dW.T, dW, dout.sum(dim=0)
+    """, "wrong_factor", ["dx is wrong (n=64", "it uses the gradient dW where the weight W belongs", "Fix: dx = dout @ Wᵀ"]),
+    ("the input in db", lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_backward(dout, cache):
+            x, W = cache
+            return dout @ W.T, x.T @ dout, (x.T @ dout).sum(dim=0)
+    """, "wrong_factor", ["db is wrong", "the bias's local derivative is 1"]),
+    ("`=` for `+=` in a loop over the rows", lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_backward(dout, cache):
+            x, W = cache
+            dW = torch.zeros_like(W)
+            for i in range(len(x)):
+                dW = torch.outer(x[i], dout[i])
+            return dout @ W.T, dW, dout.sum(dim=0)
+    """, "last_term", ["dW is wrong", "only the last row's term"]),
+    # relu_backward
+    ("the mask from dout's sign", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_backward(dout, cache):
+            return dout * (dout > 0)
+    """, "mask_upstream", ["dx is wrong (n=64", "from the sign of the upstream gradient dout"]),
+    ("slope x", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], _KEEP_X + """
+        def relu_backward(dout, cache):
+            return dout * cache.clamp(min=0)
+    """, "relu_slope", "ReLU's slope there is 1"),
+    ("the mask alone", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_backward(dout, cache):
+            return cache.to(dout.dtype)
+    """, "no_upstream", "not multiplied by the upstream gradient dout"),
+    ("the mask inverted", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_backward(dout, cache):
+            return dout * ~cache
+    """, "mask_inverted", "the mask is inverted"),
+    ("the sigmoid's derivative", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], _KEEP_X + """
+        def relu_backward(dout, cache):
+            return dout * torch.sigmoid(cache) * (1 - torch.sigmoid(cache))
+    """, "other_activation", "the sigmoid's derivative"),
+    ("half of dout at exactly 0", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], _KEEP_X + """
+        def relu_backward(dout, cache):
+            return dout * ((cache > 0).to(dout.dtype) + 0.5 * (cache == 0))
+    """, "mask_at_zero", ["wrong only where x is exactly 0 (in all 6 cases that fail)", "at x = 0 too"]),
+    # log_softmax_backward
+    ("log-probabilities for probabilities", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            return dlogp - logp * dlogp.sum(dim=1, keepdim=True)
+    """, "wrong_factor", "by logp itself, where the probabilities p = exp(logp) belong"),
+    ("the softmax's backward", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            p = logp.exp()
+            return p * (dlogp - (p * dlogp).sum(dim=1, keepdim=True))
+    """, "other_activation", "it is the softmax's backward"),
+    ("p added as it is", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            return dlogp + logp.exp()
+    """, "no_upstream", "it adds p = exp(logp) to dlogp as it is"),
+    ("the row's dot product with logp", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            return dlogp - (dlogp * logp).sum(dim=1, keepdim=True)
+    """, "wrong_factor", "it subtracts the row sum of dlogp·logp"),
+    # softmax_cross_entropy
+    ("the softmax down the batch", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            p = torch.softmax(logits, dim=0)
+            return _solution(logits, labels)[0], (p - F.one_hot(labels, C).to(logits.dtype)) / B
+    """, "softmax_axis", "the wrong axis (down the batch, dim=0)"),
+    ("the Jacobian's diagonal only", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            p, y = torch.softmax(logits, dim=1), F.one_hot(labels, C).to(logits.dtype)
+            return _solution(logits, labels)[0], p * (1 - p) * (-y / p) / B
+    """, "softmax_diag", "only the diagonal"),
+    ("the one-hot added", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            p, y = torch.softmax(logits, dim=1), F.one_hot(labels, C).to(logits.dtype)
+            return _solution(logits, labels)[0], (p + y) / B
+    """, "onehot_added", "adds the one-hot labels"),
+    ("the one-hot left out", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            return _solution(logits, labels)[0], torch.softmax(logits, dim=1) / len(logits)
+    """, "onehot_missing", "the one-hot term is missing"),
+    ("-1 assigned at the label", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            d = torch.softmax(logits, dim=1)
+            d[torch.arange(len(logits)), labels] = -1.0
+            return _solution(logits, labels)[0], d / len(logits)
+    """, "last_term", "assigns −1 instead of subtracting 1"),
+    # the whole backward pass, written out by hand
+    ("no mask anywhere", lesson07.check_backward, ["forward", "backward"], by_hand(dz2="da2", dz1="da1"),
+     "mask_missing", ["the ReLU mask is missing: dz2 should be 0", "The same slip is at dz1: fix it there too",
+                      "The first wrong gradient is dz2 (a step inside your function); da1, dW2, db2, dW1, db1 are wrong "
+                      "only because of it; dz1 has the same slip."]),
+    ("the sigmoid's derivative in both layers", lesson07.check_backward, ["forward", "backward"],
+     by_hand(dz2="da2 * torch.sigmoid(r2) * (1 - torch.sigmoid(r2))",
+             dz1="da1 * torch.sigmoid(r1) * (1 - torch.sigmoid(r1))"),
+     "other_activation", ["the sigmoid's derivative σ'(z2)", "The same slip is at dz1"]),
+    ("the mask from the upstream gradient in layer 1", lesson07.check_backward, ["forward", "backward"],
+     by_hand(dz1="da1 * (da1 > 0)"), "mask_upstream",
+     ["dW1 is wrong", "the sign of the upstream gradient da1", "The first wrong gradient is dz1"]),
+    ("dW for W in both layers", lesson07.check_backward, ["forward", "backward"],
+     by_hand(da2='dlogits @ grads["W3"].T', da1='dz2 @ grads["W2"].T'), "wrong_factor",
+     ["it uses the gradient dW3 where the weight W3 belongs", "The same slip is at da1",
+      "The first wrong gradient is da2 (a step inside your function)"]),
+    # backward_and_step
+    ("no mask at z2 in the step", lesson07.check_backward_and_step, ["backward_and_step"], """
+        _solution = backward_and_step
+
+        def backward_and_step(params, X, y, lr):
+            g = _solution(params, X, y, lr)
+            g["z2"] = g["a2"].clone()
+            return g
+    """, "mask_missing", ["dL/dz2 is wrong (n=64", "the ReLU mask is missing: dL/dz2 should be 0 wherever z2 ≤ 0"]),
+]
+
+
+@pytest.mark.parametrize("what, check, names, source, kind, match", NAMED, ids=[w[0] for w in NAMED])
+def test_a_formula_mistake_is_named_with_its_fix(what, check, names, source, kind, match):
+    ns = notebook(source)
+    message = fails(check, *(ns[n] for n in names), kind=kind, match=match)
+    assert "Fix" in message.splitlines()[0] and "(n=1," not in message.splitlines()[0], message
+
+
+NOT_NAMED = [
+    ("an offset in dx", lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_backward(dout, cache):
+            x, W = cache
+            return dout @ W.T + 0.1 * dout.sum(dim=1, keepdim=True), x.T @ dout, dout.sum(dim=0)
+    """),
+    ("a threshold of 0.5", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], _KEEP_X + """
+        def relu_backward(dout, cache):
+            return dout * (cache > 0.5)
+    """),
+    ("a leaky slope", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], _KEEP_X + """
+        def relu_backward(dout, cache):
+            return dout * torch.where(cache > 0, 1.0, 0.01).to(dout.dtype)
+    """),
+    ("the row term a little too large", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            return dlogp - 1.1 * logp.exp() * dlogp.sum(dim=1, keepdim=True)
+    """),
+    ("the row term added", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            return dlogp + logp.exp() * dlogp.sum(dim=1, keepdim=True)
+    """),
+    ("label smoothing", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            p, y = torch.softmax(logits, dim=1), F.one_hot(labels, C).to(logits.dtype)
+            return _solution(logits, labels)[0], (p - (0.9 * y + 0.1 / C)) / B
+    """),
+    ("two slips: the one-hot added and no 1/B", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            p, y = torch.softmax(logits, dim=1), F.one_hot(labels, C).to(logits.dtype)
+            return _solution(logits, labels)[0], p + y
+    """),
+    ("tanh's derivative in both layers", lesson07.check_backward, ["forward", "backward"],
+     by_hand(dz2="da2 * (1 - torch.tanh(r2) ** 2)", dz1="da1 * (1 - torch.tanh(r1) ** 2)")),
+    ("two different slips", lesson07.check_backward, ["forward", "backward"],
+     by_hand(dz2="da2", da1='dz2 @ grads["W2"].T')),
+    ("dL/da2 a little off", lesson07.check_backward_and_step, ["backward_and_step"], """
+        _solution = backward_and_step
+
+        def backward_and_step(params, X, y, lr):
+            g = _solution(params, X, y, lr)
+            g["a2"] = 1.01 * g["a2"]
+            return g
+    """),
+]
+
+
+@pytest.mark.parametrize("what, check, names, source", NOT_NAMED, ids=[w[0] for w in NOT_NAMED])
+def test_a_mistake_no_usual_slip_fits_is_not_given_one(what, check, names, source):
+    from gradlab.variants import KINDS
+
+    ns = notebook(source)
+    err, verdict = both(check, *(ns[n] for n in names))
+    assert err is not None and err.kind not in KINDS and "Fix:" not in str(err), str(err)
+
+
+@pytest.mark.parametrize("check, source", [
+    (lesson07.check_softmax_cross_entropy, """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            B, C = logits.shape
+            p = torch.softmax(logits, dim=1)
+            return _solution(logits, labels)[0], torch.where(F.one_hot(labels, C) > 0, 0.0, p) / B
+    """),
+    (lesson07.check_log_softmax_backward, """
+        def log_softmax_backward(dlogp, logp):
+            return torch.where(dlogp > 0, dlogp - logp.exp() * dlogp.sum(dim=1, keepdim=True), 0.0)
+    """),
+])
+def test_a_softmax_gradient_gets_no_relu_mask_hint(check, source):
+    ns = notebook(source)
+    err, _ = both(check, ns[check.check_name.split(".")[1].removeprefix("check_")])
+    assert err is not None and "mask" not in str(err), str(err)
+
+
+@pytest.mark.parametrize("what, check, names, source, first", [
+    ("no mask in layer 2", lesson07.check_backward, ["forward", "backward"], by_hand(dz2="da2"), "z2"),
+    ("no mask anywhere", lesson07.check_backward, ["forward", "backward"], by_hand(dz2="da2", dz1="da1"), "z2"),
+    ("dW for W in dx", lesson07.check_linear_backward, ["linear_forward", "linear_backward"], NAMED[0][3], "x"),
+    ("the row sum forgotten", lesson07.check_log_softmax_backward, ["log_softmax_backward"], """
+        def log_softmax_backward(dlogp, logp):
+            return dlogp.clone()
+    """, "z"),
+])
+def test_the_failure_carries_the_backward_pass_with_the_first_wrong_gradient_marked(what, check, names, source, first):
+    ns = notebook(source)
+    err, verdict = both(check, *(ns[n] for n in names))
+    assert err is not None and verdict.figure and verdict.figure.startswith("<?xml"), str(err)
+    assert "first wrong" in verdict.figure and f'id="grad-{first}"' in verdict.figure
+
+
+def test_the_planted_bug_is_placed_in_the_backward_pass_and_drawn():
+    fn = _colleague()["colleague_backward_and_step"]
+    err, verdict = both(lesson07.check_backward_and_step, fn)
+    message = str(err)
+    assert err.kind == "stale weights" and "(n=64" in message.splitlines()[0]
+    assert "Fix: compute dL/da2 before updating layer 3." in message
+    assert ("The first wrong gradient is dL/da2; dL/dz2, dL/dW2, dL/db2, dL/dz1, dL/dW1, dL/db1 are wrong only because "
+            "of it; dL/da1 is wrong for another reason as well.") in message
+    assert 'id="grad-a2"' in verdict.figure and "first wrong" in verdict.figure and "also wrong" in verdict.figure
+
+
+def test_the_note_after_backward_passed_with_the_graders_layers_names_the_helpers_slip():
+    ns = notebook("""
+        def relu_backward(dout, cache):
+            return dout * (dout > 0)
+    """)
+    notes = passes(lesson07.check_backward, ns["forward"], ns["backward"])
+    assert len(notes) == 1 and "Fix `relu_backward`" in notes[0], notes
+    assert ("The first wrong gradient is dz2 (from your relu_backward): the mask comes from the sign of the upstream "
+            "gradient da2") in notes[0], notes[0]
+    assert "dz1 is wrong for a reason of its own as well" in notes[0]
+
+
+def test_the_lessons_drawing_marks_the_first_wrong_gradient():
+    """lesson07.trace: what the lesson's comparison cell shows, from the gradients in its table."""
+    gen = torch.Generator().manual_seed(3)
+    params = lesson07._random_params(gen, (7, 9, 9, 7), torch.float64, "cpu")
+    x = torch.randn(64, 7, generator=gen, dtype=torch.float64)
+    y = torch.randint(7, (64,), generator=gen)
+    before = {k: p.clone() for k, p in params.items()}
+    right = lesson07.trace(x, y, before, solution("backward_and_step")({k: p.clone() for k, p in params.items()}, x, y, 0.1))
+    assert right.ok and "<svg" in right._repr_svg_()
+    wrong = lesson07.trace(x, y, before, {"loss": 0.0, **_colleague()["colleague_backward_and_step"](params, x, y, 0.1)})
+    marks = {n.name: n.status for n in wrong.nodes}
+    assert wrong.first == "a2" and marks["a1"] == "also wrong" and marks["W3"] == "right" and marks["z1"] == "consequence"
+    assert [n.name for n in wrong.nodes][1:] == list(lesson07.STEP_ORDER)
 
 
 def test_a_blank_exercise_says_so():

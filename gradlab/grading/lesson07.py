@@ -12,15 +12,26 @@ How these checks keep a point meaning "derived by hand, and right":
   (``_GraderHelpers``). A pass that way passes the cell, and a note names the helper to fix, so one slip costs
   the helper's cell only. The grader's layer helpers keep the student's own cache objects (the backward finds
   its inputs by the identity of the cache it is given), so a backward that reads a cache itself still works.
+
+How a wrong gradient is explained (issue 15): every case is graded first; then the message comes from the most
+informative failing case and names a formula mistake only when one fits every case tried, from the computations
+declared once below for gradlab.variants (``LINEAR``, ``RELU``, ``LOG_SOFTMAX``, ``LOSS``, ``NETWORK``, ``STEP``), in
+the lesson's notation, with the fix in one sentence. A failure of the whole backward pass names its first wrong
+gradient and what follows from it, and carries the backward pass drawn with that node marked (``figure``; drawn in
+the grader's replay or a local run, never while the student's kernel records). ``trace`` draws the same picture for
+the lesson's own comparison cell.
 """
 import contextlib
 import functools
+import threading
 
 import torch
 import torch.nn.functional as F
 
-from gradlab.check import autograd_grads
+from gradlab import variants as V
+from gradlab.check import autograd_grads, compare
 from gradlab.grading import common, trial
+from gradlab.grading.lesson01 import fail_with_trace, formula_trace, judge, where_line
 from gradlab.training import minibatches
 
 from . import mnist_run
@@ -32,6 +43,251 @@ LAYER_HELPERS = ("linear_forward", "relu_forward", "linear_backward", "relu_back
 NETWORK_HELPERS = ("forward", "backward", "softmax_cross_entropy", "sgd_step")
 ALL_HELPERS = NETWORK_HELPERS + LAYER_HELPERS + ("log_softmax_backward",)
 _NETWORK_SHOWN = "`forward`, `backward`, `softmax_cross_entropy` and `sgd_step` (and layer functions)"
+
+# --------------------------------------------------------------------------- the computations, declared once
+# for the diagnosis (gradlab.variants), in the lesson's notation. A layer's backward is graded as the gradient of
+# Σ out · dout for the upstream gradient dout; the network's backward as that of Σ logits · dlogits.
+LINEAR = V.Exercise(V.Graph(V.Linear("out", "x", "W", "b"), V.Dot("J", "out", "dout"), upstream="dout",
+                            grad_notation={"out": "dout", "x": "dx", "W": "dW", "b": "db"}),
+                    ("x", "W", "b"), name=("dx", "dW", "db"))
+RELU = V.Exercise(V.Graph(V.ReLU("out", "x"), V.Dot("J", "out", "dout"), upstream="dout",
+                          grad_notation={"out": "dout", "x": "dx"}), "x", name="dx")
+LOG_SOFTMAX = V.Exercise(V.Graph(V.LogSoftmax("logp", "z"), V.Dot("J", "logp", "dlogp"), upstream="dlogp",
+                                 grad_notation={"logp": "dlogp", "z": "dz"}), "z", name="dz")
+LOSS = V.Exercise(V.Graph(V.CrossEntropy("loss", "logits", "labels"), grad_notation={"logits": "dlogits"}),
+                  "logits", name="dlogits")
+NETWORK = V.Graph(V.Linear("z1", "X", "W1", "b1"), V.ReLU("a1", "z1"), V.Linear("z2", "a1", "W2", "b2"),
+                  V.ReLU("a2", "z2"), V.Linear("logits", "a2", "W3", "b3"), V.Dot("J", "logits", "dlogits"),
+                  upstream="dlogits", data=("X",),
+                  grad_notation={t: f"d{t}" for t in ("logits", "a2", "z2", "a1", "z1") + NAMES})
+BACKWARD = V.Exercise(NETWORK, BACKPROP_ORDER, name=tuple(f"d{k}" for k in BACKPROP_ORDER))
+# backward_and_step's loss, with the lesson's names for every intermediate (z3 are the logits)
+STEP_GRAPH = V.Graph(V.Linear("z1", "X", "W1", "b1"), V.ReLU("a1", "z1"), V.Linear("z2", "a1", "W2", "b2"),
+                     V.ReLU("a2", "z2"), V.Linear("z3", "a2", "W3", "b3"), V.CrossEntropy("L", "z3", "y"),
+                     data=("X",), grad_notation={k: f"dL/d{k}" for k in INTERMEDIATES})
+STEP_ORDER = ("z3", "a2", "W3", "b3", "z2", "a1", "W2", "b2", "z1", "W1", "b1")  # from the loss down, as drawn
+STEP_NODE = {k: V.Exercise(STEP_GRAPH, k, name=f"dL/d{k}") for k in INTERMEDIATES}  # one gradient on its own
+
+
+def trace(X, y, params, grads, title=None):
+    """The network's backward pass for the mean cross-entropy of ``X`` against the labels ``y``, with the gradients in
+    ``grads`` ({"z3": dL/dz3, "W3": ..., "b1": ...}, any may be left out; other keys are ignored) marked against
+    autograd's: right, the first wrong one (with the likely slip), wrong only because of it, wrong for another
+    reason. A notebook shows it as a picture; ``.explain()`` says it in words."""
+    given = {k: v for k, v in (grads or {}).items() if k in INTERMEDIATES and isinstance(v, torch.Tensor)}
+    traced = V.locate(STEP_GRAPH, {"X": X, "y": y, **{k: params[k] for k in NAMES}}, grads=given)
+    traced.title = title or "the backward pass, gradient by gradient: yours against autograd's"
+    return traced
+
+
+# --------------------------------------------------------------------------- grading every case, then speaking
+_state = threading.local()
+
+
+def _drawing():
+    return getattr(_state, "drawing", True)
+
+
+@contextlib.contextmanager
+def _without_drawing():
+    """No pictures (and no placing in the backward pass) for failures nobody reads: the first try of a composite
+    with the student's helpers (only its first line goes into a note) and the quiet checks of the helpers."""
+    saved = _drawing()
+    _state.drawing = False
+    try:
+        yield
+    finally:
+        _state.drawing = saved
+
+
+def _grade(exercise, runs, strict, *, where=False, repeated=False):
+    """lesson01.judge (every case graded first, then one message) with the most informative failing case tried first,
+    so that what the check says from one case (a shape, NaN, a constant factor) comes from a case that shows it best
+    (not n = 1); a named formula mistake carries the backward pass drawn with its node marked. ``repeated``: when no
+    single slip fits, look for one usual slip made in several layers alike (``_Repeated``). While the student's
+    kernel records, a failure says only which gradient is wrong: the grader's replay makes the message."""
+    results = [exercise.compare_case(label, inputs, got, expected if isinstance(expected, dict)
+                                     else {exercise.names[0]: expected}) for label, inputs, got, expected in runs]
+    failing = [r for r in results if not r.ok]
+    if failing:
+        first = next(i for i, r in enumerate(results) if r is V.informative_case(failing))
+        runs = [runs[first]] + runs[:first] + runs[first + 1:]
+        t = trial.current()
+        if t is not None and t.mode == "record":  # nobody reads it: the verdict comes from the replay
+            name = next(n for n in exercise.names if not results[first].comparisons[n].ok)
+            common.fail(f"{name} is wrong ({results[first].label}).", kind="values", gradient=name)
+    once = _Once(exercise, repeated, quick=not _drawing())
+
+    def draw(result, found):
+        if isinstance(found, _Repeated):
+            return found.trace(result)
+        return formula_trace(exercise, result, found)
+
+    try:
+        judge(once, runs, strict, trace=draw if _drawing() else None, where=where and _drawing())
+    except common.CheckFailure as failure:
+        text = str(failure)
+        if isinstance(once.found, _Repeated):  # the other layers have the same slip, not another one
+            text = text.replace(" is wrong for another reason as well", " has the same slip")
+            text = text.replace(" are wrong for another reason as well", " have the same slip")
+        if text == str(failure) and " (not given)" not in text:
+            raise
+        # the line placing the mistake names steps inside the student's function as steps, not as missing answers
+        common.fail(text.replace(" (not given)", ""), kind=failure.kind, gradient=failure.gradient,
+                    figure=failure.figure)
+
+
+class _Once(V.Exercise):
+    """The same exercise, its diagnosis of one list of results computed once (judge asks twice); with ``repeated``,
+    a slip made alike in several layers where no single slip fits; ``quick``: none at all (for a failure of which
+    only the first line is read, or only that it failed: the values alone speak)."""
+
+    def __init__(self, exercise, repeated=False, quick=False):
+        super().__init__(exercise.graph, exercise.wrt, name=exercise.names, select=exercise.select)
+        self.repeated, self.quick = repeated, quick
+        self._memo = None
+
+    @property
+    def found(self):
+        return self._memo[1] if self._memo is not None else None
+
+    def diagnose(self, results, answer=None):
+        if self.quick:
+            return V.Diagnosis(None, "", False)
+        if self._memo is None or self._memo[0] is not results or answer is not None:
+            found = super().diagnose(results, answer)
+            if self.repeated and not found.named and not found.evidence.startswith("several"):
+                found = _repeated_slip(self, results) or found
+            self._memo = (results, found)
+        return self._memo[1]
+
+
+# --------------------------------------------------------------------------- one slip in several layers
+class _Repeated(V.Diagnosis):
+    """A usual slip made alike at several operations of one kind (``ops``, from the loss down) with ``slot`` (the
+    input's position, the kind, its count among that op's variants of that kind)."""
+
+    def __init__(self, kind, sentence, first, ops, slot, exercise):
+        super().__init__(kind, sentence, True, op=first, evidence="fits", key=f"repeated/{slot}")
+        self.ops, self.slot, self.exercise = ops, slot, exercise
+
+    def trace(self, result):
+        """The backward pass of one case: the first slipped gradient, the same slip below it, what follows."""
+        graph = self.exercise.graph
+        given = {w: result.got[n] for n, w in zip(self.exercise.names, self.exercise.wrt)}
+        bare = V.locate(graph, result.inputs)  # the nodes and edges only
+        values = graph.forward(result.inputs)
+        right, _ = graph.backward(values)
+        slipped, _ = _slipped_pass(graph, values, {op.index: self.slot for op in self.ops})
+        at = [op.inputs[self.slot[0]] for op in self.ops]
+        nodes = []
+        for node in bare.nodes:
+            t, known = node.name, node.name in given or node.name == graph.root
+            label = graph.names.show(t) if t == graph.root else graph.names.grad(t) + ("" if known else " (not given)")
+            moved = t in slipped and t in right and not compare("", slipped[t], right[t]).ok
+            if t == at[0]:
+                status, note = "wrong", self.sentence
+            elif t in at:
+                status, note = "also wrong", f"the same slip as at {graph.names.grad(at[0])}."
+            else:
+                status, note = ("consequence" if moved else "right" if known else "unknown"), ""
+            nodes.append(V.TraceNode(t, label, status, note, known))
+        traced = V.Trace(nodes, bare.edges, at[0], self)
+        traced.title = f"the backward pass of {', '.join(self.exercise.names)} ({result.label.split(';')[0]})"
+        return traced
+
+
+def _slots(op, values, g, local, names):
+    """{(input position, kind, count): Variant}: one op's usual wrong local gradients that are plain values."""
+    out, seen = {}, {}
+    for v in op.variants(values, g, local, names):
+        if v.value is None or v.basis is not None or v.input not in local or v.value.shape != local[v.input].shape:
+            continue
+        key = (op.inputs.index(v.input), v.kind)
+        seen[key] = seen.get(key, 0) + 1
+        out[(*key, seen[key])] = v
+    return out
+
+
+def _slipped_pass(graph, values, slips):
+    """(every gradient of the backward pass with each op in ``slips`` ({op index: slot}) taking that usual wrong
+    local gradient for whatever upstream gradient reaches it, whether each slip changed its op's local gradient);
+    (None, None) where an op has no such slot."""
+    grads, changed = {graph.root: torch.ones_like(values[graph.root])}, {}
+    for op in reversed(graph.ops):
+        g = grads.get(op.out)
+        if g is None:
+            continue
+        local = op.vjp(values, g)
+        if op.index in slips:
+            variant = _slots(op, values, g, local, graph.names).get(slips[op.index])
+            if variant is None:
+                return None, None
+            changed[op.index] = not compare("", variant.value, local[variant.input]).ok
+            local[variant.input] = variant.value
+        for name, d in local.items():
+            grads[name] = grads[name] + d if name in grads else d
+    return grads, changed
+
+
+def _repeated_slip(exercise, results):
+    """A _Repeated diagnosis when exactly one kind of usual slip, made at two or more operations of one type (the
+    ReLU layers, or the linear layers, of a network), fits every case tried, and every one of those slips matters;
+    else None."""
+    import itertools
+
+    graph = exercise.graph
+    usable = [r for r in results if all(isinstance(r.got.get(n), torch.Tensor)
+                                        and tuple(r.got[n].shape) == tuple(r.expected[n].shape) for n in exercise.names)]
+    if len(usable) < len(results) or all(r.ok for r in usable):
+        return None
+    shown = V.informative_case([r for r in usable if not r.ok])
+    candidates = []
+    values = graph.forward(shown.inputs)
+    _, upstream = graph.backward(values)
+    for kind_of_op in {type(op) for op in graph.ops}:
+        ops = [op for op in reversed(graph.ops) if type(op) is kind_of_op and op.index in upstream]
+        for size in range(len(ops), 1, -1):
+            for subset in itertools.combinations(ops, size):
+                common_slots = None
+                for op in subset:
+                    g = upstream[op.index]
+                    slots = {slot for slot in _slots(op, values, g, op.vjp(values, g), graph.names)
+                             if op.inputs[slot[0]] not in graph.data}  # a slip in the images' gradient matters nowhere
+                    common_slots = slots if common_slots is None else common_slots & slots
+                candidates += [(subset, slot) for slot in sorted(common_slots or ())]
+    fitting, matters = [], {}
+    for subset, slot in candidates:
+        if all(_slip_fits(exercise, r, subset, slot, matters) for r in [shown] + [r for r in usable if r is not shown]):
+            if all(matters.get((subset, slot, op.index)) for op in subset):
+                fitting.append((subset, slot))
+    if len({slot[1] for _, slot in fitting}) != 1:
+        return None
+    subset, slot = fitting[0]
+    values = graph.forward(shown.inputs)
+    _, upstream = graph.backward(values)
+    first = subset[0]
+    g = upstream[first.index]
+    variant = _slots(first, values, g, first.vjp(values, g), graph.names)[slot]
+    others = [graph.names.grad(op.inputs[slot[0]]) for op in subset[1:]]
+    sentence = f"{variant.sentence()} The same slip is at {', '.join(others)}: fix it there too."
+    return _Repeated(variant.kind, sentence, variant.input, subset, slot, exercise)
+
+
+def _slip_fits(exercise, result, subset, slot, matters):
+    """Whether the slip at every op of ``subset`` gives the student's answer on this case (and note which slips
+    change their op's local gradient here)."""
+    values = exercise.graph.forward(result.inputs)
+    slipped, changed = _slipped_pass(exercise.graph, values, {op.index: slot for op in subset})
+    if slipped is None:
+        return False
+    for op in subset:
+        matters[(subset, slot, op.index)] = matters.get((subset, slot, op.index), False) or changed[op.index]
+    for name, w in zip(exercise.names, exercise.wrt):
+        got = result.got[name]
+        if not compare(name, got, exercise.select(slipped[w]).to(got.dtype)).ok:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- the grader's own network
@@ -296,17 +552,19 @@ def _listing(names):
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _composite(name, composites, helpers, attempt, culprits, quiet, shown=None, passed=None):
+def _composite(name, composites, helpers, attempt, culprits, quiet, shown=None, passed=None, explain=None):
     """Grade ``attempt()`` (one full try of the composite ``name``) with the student's helpers, then, if that
     fails, with the grader's ``helpers`` in their place. A pass the second way passes, with a note naming the
     helpers to fix (``culprits()``: the names of the helpers whose own checks fail). ``shown``: how the messages
-    name the replaced helpers; ``passed``: how the note starts."""
+    name the replaced helpers; ``passed``: how the note starts; ``explain()``: a sentence for the note saying where
+    the student's helpers go wrong ("" for none)."""
     shown = shown or _listing(helpers)
     passed = passed or f"`{name}` is right, but it passed only"
     outcomes = _outcomes()
     mark = len(outcomes)
     try:
-        attempt()
+        with _without_drawing():  # only its first line is ever shown (in the note)
+            attempt()
         return
     except AssertionError as err:
         own = err
@@ -320,13 +578,16 @@ def _composite(name, composites, helpers, attempt, culprits, quiet, shown=None, 
                 raise
             common.fail(f"{err}\n  The grader ran `{name}` again with its own {shown} in place of yours, "
                         f"and it is still wrong: the mistake is in `{name}` itself.",
-                        kind=kind, gradient=getattr(err, "gradient", None))
+                        kind=kind, gradient=getattr(err, "gradient", None), figure=getattr(err, "figure", None))
     if quiet:
         return
     mark = len(outcomes)
-    wrong = culprits()
+    with _without_drawing():
+        wrong = culprits()
+    where = explain() if explain is not None else ""
     del outcomes[mark:]
     first_line = str(own).splitlines()[0] if str(own) else type(own).__name__
+    first_line = first_line if first_line.endswith((".", "?", ")")) else first_line + "."
     if wrong:
         advice = (f"Fix {_listing(wrong)}: {'its' if len(wrong) == 1 else 'their'} own test "
                   f"cell{'' if len(wrong) == 1 else 's'} say{'s' if len(wrong) == 1 else ''} what is wrong.")
@@ -334,7 +595,7 @@ def _composite(name, composites, helpers, attempt, culprits, quiet, shown=None, 
         advice = ("Each of them passes its own test, so look at how they work together (for example a cache that "
                   "one of them changes in place and another reads later).")
     common.note(f"{passed} with the grader's {shown} in place of yours. "
-                f"With your own: {first_line} {advice}")
+                f"With your own: {first_line} {advice}" + (f" {where}" if where else ""))
 
 
 def _student_fn(composites, name):
@@ -401,6 +662,7 @@ def check_linear_forward(linear_forward):
 
 
 def _verify_linear_backward(linear_forward, linear_backward):
+    runs = []
     for label, gen, n, dtype, device in common.cases(702):
         x, W, b, d_out = _linear_inputs(gen, n, dtype, device)
         dout = common.randn(gen, n, d_out, dtype=dtype, device=device)
@@ -412,8 +674,13 @@ def _verify_linear_backward(linear_forward, linear_backward):
         if not isinstance(got, tuple) or len(got) != 3:
             common.fail(f"`linear_backward` should return (dx, dW, db), but returned {type(got).__name__} ({label}).",
                         kind="not a triple")
-        for name, g, e in zip(("dx", "dW", "db"), got, expected):
-            common.check_tensor(name, g, e, label)
+        runs.append((label, {"x": x, "W": W, "b": b, "dout": dout}, got, dict(zip(LINEAR.names, expected))))
+
+    def strict(label, got, expected):
+        for name, g in zip(LINEAR.names, got):
+            common.check_tensor(name, g, expected[name], label)
+
+    _grade(LINEAR, runs, strict)
 
 
 @common.graded
@@ -447,24 +714,44 @@ def check_relu_forward(relu_forward):
 
 
 def _verify_relu_backward(relu_forward, relu_backward):
+    runs = []
     for label, gen, n, dtype, device in common.cases(704):
         x = _relu_input(gen, n, dtype, device)
         dout = common.randn(gen, n, 5, dtype=dtype, device=device)
         (expected,) = autograd_grads(lambda x_: (F.relu(x_) * dout).sum(), x)
-        at_zero = x == 0
         _, cache = _pair(common.call_student(relu_forward, "relu_forward", x, case=label), "relu_forward",
                          "out, cache", label)
         got = common.call_student(relu_backward, "relu_backward", dout, cache, case=label)
+        runs.append((label, {"x": x, "dout": dout}, got, expected))
+    _only_at_zero(runs)
+    _grade(RELU, runs, lambda label, got, expected: common.check_tensor("dx", got, expected, label))
 
-        def hint():
-            if isinstance(got, torch.Tensor) and got.shape == expected.shape and at_zero.any():
-                off = got.detach().to(expected.device, expected.dtype) != expected
-                if off.any() and not (off & ~at_zero).any():
-                    return ("It is wrong only where x is exactly 0. There ReLU's gradient is taken as 0 (as torch does, "
-                            "and as the docstring says): let dout through where x > 0, not where x >= 0.")
-            return None
 
-        _with_hint(lambda: common.check_tensor("dx", got, expected, label), hint)
+def _only_at_zero(runs):
+    """A dx that is wrong only where x is exactly 0, in every case that fails, and not the usual x >= 0 (which the
+    diagnosis names): say that ReLU's slope at 0 is taken as 0."""
+    failing, shown = [], None
+    for label, inputs, got, expected in runs:
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+            return
+        off = got.detach().to(expected.device, expected.dtype) != expected
+        if not off.any():
+            continue
+        at_zero = inputs["x"] == 0
+        passed = torch.where(at_zero, inputs["dout"], expected)
+        if (off & ~at_zero).any() or _same_values(got, passed):
+            return
+        failing.append(label)
+        if shown is None or off.sum() > shown[0]:
+            shown = (int(off.sum()), label, got, expected)
+    if not failing:
+        return
+    _, label, got, expected = shown
+    details = _plain("dx", got, expected, label)[0][1:]
+    fail_with_trace("\n".join([f"dx is wrong ({label}): it is wrong only where x is exactly 0 (in all {len(failing)} "
+                               f"cases that fail). At 0 ReLU's gradient is taken as 0, as torch does and as the "
+                               f"docstring says. Fix: dx = dout where x > 0, and 0 elsewhere, at x = 0 too.", *details]),
+                    "mask_at_zero", "dx", None, label)
 
 
 @common.graded
@@ -490,6 +777,7 @@ _SPREADS = (("", ""), ("large", ", every logit near +500"), ("rows far apart", "
 
 
 def _verify_log_softmax_backward(log_softmax_backward):
+    runs = []
     for label, gen, n, dtype, device in common.cases(710):
         for spread, what in _SPREADS:
             c = 3 + n % 8
@@ -497,16 +785,10 @@ def _verify_log_softmax_backward(log_softmax_backward):
             logp = F.log_softmax(_logits(gen, n, c, dtype, device, spread), dim=1)
             dlogp = common.randn(gen, n, c, dtype=dtype, device=device)
             (expected,) = autograd_grads(lambda z: (F.log_softmax(z, dim=1) * dlogp).sum(), logp)
-            upstream = dlogp.clone()
             got = common.call_student(log_softmax_backward, "log_softmax_backward", dlogp, logp, case=case)
-
-            def hint():
-                if _same_values(got, upstream):
-                    return ("That is dlogp itself. Every log-probability of a row depends on every logit of the row "
-                            "(through the sum in the softmax), so each dz collects a term from the whole row.")
-                return None
-
-            _with_hint(lambda: common.check_tensor("dz", got, expected, case), hint)
+            # log_softmax(logp) = logp: the declared computation starts from logp as its input z
+            runs.append((case, {"z": logp, "dlogp": dlogp}, got, expected))
+    _grade(LOG_SOFTMAX, runs, lambda label, got, expected: common.check_tensor("dz", got, expected, label))
 
 
 @common.graded
@@ -517,6 +799,7 @@ def check_log_softmax_backward(log_softmax_backward):
 
 def _verify_softmax_cross_entropy(softmax_cross_entropy, quiet=False):
     def attempt():
+        runs = []
         for label, gen, n, dtype, device in common.cases(705):
             for spread, what in _SPREADS:
                 c = 3 + n % 8
@@ -535,8 +818,12 @@ def _verify_softmax_cross_entropy(softmax_cross_entropy, quiet=False):
                     return _overflow_hint(loss)
 
                 _with_hint(lambda: common.check_tensor("loss", loss, expected_loss, case), loss_hint)
-                _with_hint(lambda: common.check_tensor("dlogits", dlogits, expected, case),
-                           lambda: _overflow_hint(dlogits))
+                runs.append((case, {"logits": logits, "labels": labels}, dlogits, expected))
+
+        def strict(label, got, expected):
+            _with_hint(lambda: common.check_tensor("dlogits", got, expected, label), lambda: _overflow_hint(got))
+
+        _grade(LOSS, runs, strict)
 
     _composite("softmax_cross_entropy", [softmax_cross_entropy], ("log_softmax_backward",), attempt,
                _culprits([softmax_cross_entropy], ("log_softmax_backward",)), quiet)
@@ -579,7 +866,10 @@ def check_forward(forward):
 
 
 def _verify_backward(forward, backward, quiet=False):
+    largest = []
+
     def attempt():
+        runs = []
         for label, gen, n, dtype, device in common.cases(707):
             sizes = _sizes(n)
             case = f"{label}, sizes {sizes}"
@@ -598,11 +888,52 @@ def _verify_backward(forward, backward, quiet=False):
                             f"  {str(err).splitlines()[0]}", kind="forward wrong", gradient="forward output")
             grads = common.call_student(backward, "backward", dlogits, caches, case=case)
             _grads_dict(grads, "backward", NAMES, case)
-            for k in BACKPROP_ORDER:
-                common.check_tensor(f"d{k}", grads[k], expected[k], case)
+            runs.append((case, {"X": x, **params, "dlogits": dlogits}, {f"d{k}": grads[k] for k in BACKPROP_ORDER},
+                         {f"d{k}": expected[k] for k in BACKPROP_ORDER}))
+        largest[:] = [max(runs, key=lambda run: run[1]["X"].numel())]
 
-    _composite("backward", [forward, backward], LAYER_HELPERS, attempt, _culprits([forward, backward], LAYER_HELPERS),
-               quiet)
+        def strict(label, got, expected):
+            for name in BACKWARD.names:
+                common.check_tensor(name, got[name], expected[name], label)
+
+        _grade(BACKWARD, runs, strict, where=True, repeated=True)
+
+    composites = [forward, backward]
+    _composite("backward", composites, LAYER_HELPERS, attempt, _culprits(composites, LAYER_HELPERS), quiet,
+               explain=lambda: _layers_in_the_network(composites, *largest[0][:2]))
+
+
+class _HelperFailed(Exception):
+    """A student's layer function that failed inside the network's trace (raised, used autograd, ...)."""
+
+
+def _through_call_student(composites, name, case):
+    """The student's function ``name`` for ``V.layer_helpers``, every call through common.call_student."""
+    fn = _student_fn(composites, name)
+
+    def call(*args):
+        try:
+            return common.call_student(fn, name, *args, case=case)
+        except AssertionError as failure:
+            raise _HelperFailed(str(failure).splitlines()[0]) from None
+
+    return call
+
+
+def _layers_in_the_network(composites, case, inputs):
+    """A sentence for the note after backward passed only with the grader's layer functions: the student's own layer
+    functions in the network of one case, each called with the right upstream gradient and forward values
+    (gradlab.variants.locate): the first wrong gradient, its likely slip, what follows from it. "" when they are right
+    there."""
+    functions = {name: _through_call_student(composites, name, case) for name in LAYER_HELPERS}
+    traced = V.locate(NETWORK, inputs, helpers=V.layer_helpers(NETWORK, **functions))
+    if traced.first is None:
+        return ""
+    helper = {V.Linear: "linear_backward", V.ReLU: "relu_backward"}.get(type(NETWORK.consumers(traced.first)[0]))
+    text = " ".join(traced.explain().splitlines()).replace(f"the local backward raised {_HelperFailed.__name__}: ", "")
+    label = NETWORK.names.grad(traced.first)
+    text = text.replace(f"is {label}:", f"is {label} (from your {helper}):", 1) if helper else text
+    return f"Your layer functions in the network, each given the right upstream gradient ({case}): {text}"
 
 
 @common.graded
@@ -716,7 +1047,12 @@ def _upstream_grad_with(W, b, a, dz):
 
 @common.graded
 def check_backward_and_step(backward_and_step):
-    """Every gradient at the parameters as they were on entry, then one plain SGD step in place."""
+    """Every gradient at the parameters as they were on entry, then one plain SGD step in place.
+
+    Every case first; then the first wrong gradient (from the loss down, in any case) is diagnosed on its own over
+    every case (``STEP_NODE``), in the words of the lesson's table and of the other checks, and the backward pass is
+    drawn with it marked: what is wrong only because of it, and what is wrong for another reason as well."""
+    runs = []
     for label, gen, n, dtype, device in common.cases(711):
         lr = 0.1 if n % 2 else 0.3
         sizes = _sizes(n)
@@ -728,24 +1064,100 @@ def check_backward_and_step(backward_and_step):
         new_p, _ = _torch_sgd(params, {k: expected[k] for k in NAMES}, params, lr, 0.0)
         stale = {"a2": _upstream_grad_with(new_p["W3"], new_p["b3"], values["a2"], expected["z3"]),
                  "a1": _upstream_grad_with(new_p["W2"], new_p["b2"], values["a1"], expected["z2"])}
+        inputs = {"X": x, "y": y, **_clones(params)}
         originals = dict(params)
         grads = common.call_student(backward_and_step, "backward_and_step", params, x, y, lr, case=case, mutable=(0,))
         _grads_dict(grads, "backward_and_step", INTERMEDIATES, case)
-        for k in INTERMEDIATES:
-            def hint(k=k):
-                layer = {"a2": "3", "a1": "2"}.get(k)
-                if layer and _same_values(grads[k], stale[k]):
-                    return (f"That is the gradient computed with W{layer} and b{layer} after their update: the step "
-                            f"changed W{layer} in place, and everything that refers to it (a variable, a cache) sees "
-                            f"the new values. Compute dL/d{k} before updating layer {layer}.")
-                return None
-
-            _with_hint(lambda k=k: common.check_tensor(f"dL/d{k}", grads[k], expected[k], case), hint)
+        runs.append(_StepRun(case, inputs, grads, expected, stale, params, originals, new_p))
+    wrong = [k for k in STEP_ORDER if any(not compare("", run.got[k], run.expected[k]).ok for run in runs)]
+    if wrong:
+        _step_failure(wrong[0], runs)
+    for run in runs:
+        for k in INTERMEDIATES:  # the values are right: then the dtype and the device
+            common.check_tensor(f"dL/d{k}", run.got[k], run.expected[k], run.case)
+    for run in runs:
         for k in BACKPROP_ORDER:
-            if params.get(k) is not originals[k]:
-                common.fail(f"`backward_and_step` put a new object into params[{k!r}] ({case}); update the parameters "
-                            "in place, as the docstring asks.", kind="not in place", gradient=f"params[{k!r}]")
-            common.check_tensor(f"params[{k!r}] after the step", params[k], new_p[k], f"{case}; θ − lr·dθ")
+            if run.params.get(k) is not run.originals[k]:
+                common.fail(f"`backward_and_step` put a new object into params[{k!r}] ({run.case}); update the "
+                            "parameters in place, as the docstring asks.", kind="not in place", gradient=f"params[{k!r}]")
+            common.check_tensor(f"params[{k!r}] after the step", run.params[k], run.new_p[k], f"{run.case}; θ − lr·dθ")
+
+
+class _StepRun:
+    """One case of backward_and_step: its inputs (the parameters as they were on entry), the student's gradients and
+    parameters after the call, and the grader's values."""
+
+    def __init__(self, case, inputs, got, expected, stale, params, originals, new_p):
+        self.case, self.inputs, self.got, self.expected, self.stale = case, inputs, got, expected, stale
+        self.params, self.originals, self.new_p = params, originals, new_p
+
+
+def _step_failure(key, runs):
+    """Fail at ``key``, the first wrong gradient from the loss down (in any case; above it every case is right):
+    the gradient computed with weights already updated where that fits every case that shows it, else the diagnosis
+    of that gradient on its own over every case (lesson01.judge); with where it is in the backward pass and the
+    pass drawn."""
+    name = f"dL/d{key}"
+    by_case = {run.case: run for run in runs}
+
+    def drawn(label, note=None):
+        if not _drawing():
+            return None
+        run = by_case[label.split(";")[0]]
+        traced = trace(run.inputs["X"], run.inputs["y"], run.inputs, run.got,
+                       title=f"the backward pass of backward_and_step ({run.case})")
+        first = next((n for n in traced.nodes if n.status == "wrong"), None)
+        if first is not None and first.name == key:
+            # what the picture says of the first wrong gradient is what the message says: a slip that fits one case
+            # alone is not named
+            if note is not None:
+                first.note = note
+            elif traced.diagnosis is not None and traced.diagnosis.named:
+                first.note = ""
+        return traced
+
+    def fail_here(label, got, expected, lines, kind, note=None):
+        traced = drawn(label, note)
+        where = where_line(traced) if traced is not None else ""
+        details = _plain(name, got, expected, label)[0][1:]
+        fail_with_trace("\n".join(lines + ([where] if where else []) + details), kind, name, traced, label)
+
+    layer = {"a2": "3", "a1": "2"}.get(key)
+    if layer:
+        showing = [run for run in runs if not compare("", run.got[key], run.expected[key]).ok]
+        if all(_same_values(run.got[key], run.stale[key]) for run in showing):
+            run = max(showing, key=lambda r: r.expected[key].numel())
+            tried = (f"the same on all {len(runs)} cases tried" if len(showing) == len(runs)
+                     else f"it fits all {len(runs)} cases tried; {len(showing)} of them show it")
+            slip = (f"it is the gradient computed with W{layer} and b{layer} after their update: the step changed "
+                    f"W{layer} in place, and everything that refers to it (a variable, a cache) sees the new values. "
+                    f"Fix: compute {name} before updating layer {layer}.")
+            fail_here(run.case, run.got[key], run.expected[key], [f"{name} is wrong ({run.case}): {slip}",
+                                                                  f"  ({tried})"], "stale weights", slip)
+
+    def strict(label, got, expected):  # a shape, None, NaN, a constant factor: the comparison's own message
+        lines, kind = _plain(name, got, expected, label)
+        fail_here(label, got, expected, lines[:1], kind)
+
+    judge(STEP_NODE[key], [(run.case, run.inputs, run.got[key], run.expected[key]) for run in _informative_first(
+          STEP_NODE[key], key, runs)], strict,
+          trace=lambda result, found: drawn(result.label, found.sentence if found is not None else None),
+          where=_drawing())
+
+
+def _informative_first(exercise, key, runs):
+    results = [exercise.compare_case(run.case, run.inputs, run.got[key], {exercise.names[0]: run.expected[key]})
+               for run in runs]
+    failing = [r for r in results if not r.ok]
+    best = next(i for i, r in enumerate(results) if r is V.informative_case(failing))
+    return [runs[best]] + runs[:best] + runs[best + 1:]
+
+
+def _plain(name, got, expected, case):
+    """(the lines, the kind) of what the comparison alone says of one wrong gradient, as common.check_grad says it
+    (without keeping an outcome: the failure keeps one)."""
+    result = compare(name, got, expected)
+    return result.explain(case).splitlines(), result.kind
 
 
 # --------------------------------------------------------------------------- training
