@@ -316,6 +316,68 @@ def l7_labels_minus_probs(logits, labels):
     return loss, (y - p) / n
 
 
+# --------------------------------------------------------------------------- lesson 7: the log-softmax node, the whole pass
+def l7_log_softmax_plus_p(dlogp, logp):
+    # mlpack/mlpack#2360: LogSoftMax::Backward gave gy + exp(output) (the report's numbers: 1 + p), the softmax's
+    # term added as it is instead of p times the row sum of gy, subtracted.
+    return dlogp + logp.exp()
+
+
+def l7_log_softmax_dot_with_output(dlogp, logp):
+    # uxlfoundation/oneDNN#616: the reference logsoftmax backward computed diff_dst − (diff_dst · dst), the row's dot
+    # product with the log-probabilities, where exp(dst) times the row sum of diff_dst belongs.
+    return dlogp - (dlogp * logp).sum(dim=1, keepdim=True)
+
+
+def l7_global_max_logsumexp(logits, labels):
+    # twitter-archive/torch-autograd#166: logSumExp shifted by the maximum of the whole batch (torch.max(array))
+    # instead of each row's own maximum; rows far apart underflow to log(0).
+    n, c = logits.shape
+    shifted = logits - logits.max()
+    log_probs = shifted - shifted.exp().sum(dim=1, keepdim=True).log()
+    y = F.one_hot(labels, c).to(logits.dtype)
+    return -(y * log_probs).sum() / n, (log_probs.exp() - y) / n
+
+
+def l7_step_every_layer_updated_first(params, X, y, lr):
+    # VikParuchuri/zero_to_gpt#12: in the backward loop each layer's weights are updated before the gradient is
+    # pulled through them (grad = grad @ W.T after W -= lr * w_grad).
+    return ex.l7_backward_and_step(params, X, y, lr, stale=("3", "2"))
+
+
+def l7_step_previous_error_with_new_weights(params, X, y, lr):
+    # kim-marcel/basic_neural_network#7: the error for the layer below is computed with weights[n − 1] already
+    # changed by this step's correction.
+    return ex.l7_backward_and_step(params, X, y, lr, stale=("3", "2"))
+
+
+def l7_step_hidden_deltas_after_output_update(params, X, y, lr):
+    # joelgrus/data-science-from-scratch#31: the output layer's weights are updated right after the output deltas,
+    # and the hidden deltas are computed with the updated ones (the output layer only).
+    return ex.l7_backward_and_step(params, X, y, lr, stale=("3",))
+
+
+def l7_forward_keeping_z(params, X):
+    # the forward pass with each ReLU's cache its input z (what the sigmoid-derivative mistake below reads)
+    z1, c1 = ex.l7_linear_forward(X, params["W1"], params["b1"])
+    z2, c2 = ex.l7_linear_forward(z1.clamp(min=0), params["W2"], params["b2"])
+    logits, c3 = ex.l7_linear_forward(z2.clamp(min=0), params["W3"], params["b3"])
+    return logits, (c1, z1, c2, z2, c3)
+
+
+def l7_backward_sigmoid_derivative_in_every_relu(dlogits, caches):
+    # jeffheaton/encog-dotnet-core#124: the ReLU activation's derivative is the sigmoid's, so every ReLU layer of
+    # the network multiplies by σ'(z) instead of the mask.
+    c1, z1, c2, z2, c3 = caches
+    grads = {}
+    da2, grads["W3"], grads["b3"] = ex.l7_linear_backward(dlogits, c3)
+    dz2 = da2 * σ(z2) * (1 - σ(z2))
+    da1, grads["W2"], grads["b2"] = ex.l7_linear_backward(dz2, c2)
+    dz1 = da1 * σ(z1) * (1 - σ(z1))
+    _, grads["W1"], grads["b1"] = ex.l7_linear_backward(dz1, c1)
+    return grads
+
+
 # --------------------------------------------------------------------------- weight penalty (extension)
 def l2_coefficient_without_two(dout, cache, lam):
     # jingtinghuang/CS231n-Spring-2017#3: dW += reg·W for the penalty reg·ΣW² (the 2 is missing).
@@ -443,6 +505,22 @@ CORPUS = [
             "L4.grads_by_graph", {"grads_by_graph": l4_bias_gradient_not_summed}, "db not summed"),
     Mistake("dl4j-345-sign", "https://github.com/deeplearning4j/deeplearning4j/issues/345", "sign",
             "L7.softmax_cross_entropy", {"softmax_cross_entropy": l7_labels_minus_probs}, "labels − p"),
+    Mistake("mlpack-2360", "https://github.com/mlpack/mlpack/issues/2360", "no_upstream",
+            "L7.log_softmax_backward", {"log_softmax_backward": l7_log_softmax_plus_p}, "gy + exp(output)"),
+    Mistake("onednn-616", "https://github.com/uxlfoundation/oneDNN/issues/616", "wrong_factor",
+            "L7.log_softmax_backward", {"log_softmax_backward": l7_log_softmax_dot_with_output}, "dy − Σ dy·logp"),
+    Mistake("torch-autograd-166", "https://github.com/twitter-archive/torch-autograd/issues/166", "nan",
+            "L7.softmax_cross_entropy", {"softmax_cross_entropy": l7_global_max_logsumexp}, "one max for the batch"),
+    Mistake("zero-to-gpt-12", "https://github.com/VikParuchuri/zero_to_gpt/issues/12", "stale weights",
+            "L7.backward_and_step", {"backward_and_step": l7_step_every_layer_updated_first}, "W updated, then used"),
+    Mistake("basic-nn-7", "https://github.com/kim-marcel/basic_neural_network/issues/7", "stale weights",
+            "L7.backward_and_step", {"backward_and_step": l7_step_previous_error_with_new_weights}, "W updated, then used"),
+    Mistake("dsfs-31", "https://github.com/joelgrus/data-science-from-scratch/issues/31", "stale weights",
+            "L7.backward_and_step", {"backward_and_step": l7_step_hidden_deltas_after_output_update},
+            "output layer updated first"),
+    Mistake("encog-124-network", "https://github.com/jeffheaton/encog-dotnet-core/issues/124", "other_activation",
+            "L7.backward", {"forward": l7_forward_keeping_z, "backward": l7_backward_sigmoid_derivative_in_every_relu},
+            "σ' in every ReLU layer"),
     Mistake("cs231n-jingtinghuang-3", "https://github.com/jingtinghuang/CS231n-Spring-2017/issues/3", "reg_coeff",
             "EXT.l2_linear", {"linear_backward_l2": l2_coefficient_without_two}, "reg·W for reg·ΣW²"),
     Mistake("cs231n-notes-89", "https://github.com/cs231n/cs231n.github.io/issues/89", "reg_coeff",

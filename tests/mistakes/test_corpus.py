@@ -50,6 +50,16 @@ def test_the_hidden_checks_of_lessons_5_and_6_name_every_mistake_of_theirs(resul
     assert [row for row in rows if row[2] != "named"] == []
 
 
+def test_the_hidden_checks_of_lesson_7_name_every_mistake_of_theirs(results):
+    """Issue 15: lesson 7's layer, log-softmax, loss, whole-backward and backward_and_step checks, run on the corpus's
+    mistakes of their exercises, name every one (the stale-weight step and a slip repeated in both ReLU layers,
+    which the mechanism alone leaves vague, included): none vague, misleading or missed."""
+    lesson = {m.id: m.spec.split(".")[0] for m in CORPUS}
+    rows = [row[:4] for row in results["hidden"]["cases"] if lesson[row[0]] == "L7"]
+    assert len(rows) >= 15
+    assert [row for row in rows if row[2] != "named"] == []
+
+
 def test_held_out_mistakes_are_never_misnamed():
     """Mistakes collected after the mechanism was written: whatever it does not name, it must not misname."""
     held = runner.run(("mechanism",), corpus=HELD_OUT)["mechanism"]
