@@ -654,6 +654,12 @@ def test_the_note_places_a_wrong_layer_in_the_network_given_the_right_upstream_g
     assert printed.getvalue().strip() == note
 
 
+def test_the_note_quotes_the_networks_own_failure_when_each_layer_is_right_given_right_inputs():
+    ns = notebook("def relu_forward(x):\n    return x.clone(), x\n")  # a wrong output; the backward's cache is right
+    (note,) = passes(lesson05.check_two_layer_loss_and_grads, ns["two_layer_loss_and_grads"]).notes
+    assert "with your own, loss is wrong" in note and "your relu layer" in note and "first wrong" not in note, note
+
+
 def test_the_lesson_draws_the_networks_backward_pass_from_its_own_gradients():
     """lesson05.trace: what the lesson's comparison cell shows."""
     gen = torch.Generator().manual_seed(3)

@@ -528,7 +528,7 @@ def check_two_layer_loss_and_grads(two_layer_loss_and_grads):
     """
     fn = two_layer_loss_and_grads
     cases = _two_layer_cases()
-    own = _tried(_judge_two_layer, fn, cases, "words")  # only its first line is ever shown (in the note)
+    own = _tried(_judge_two_layer, fn, cases, "verdict")  # its message is said another way (the note), if at all
     if own is None:
         return
     _sigmoid_inputs.clear()
@@ -554,17 +554,19 @@ def check_two_layer_loss_and_grads(two_layer_loss_and_grads):
         failing = "it stops at a layer function that is not written yet"
     elif kind == "autograd":
         failing = "a layer function uses autograd"
-    else:
-        failing = str(own).splitlines()[0].rstrip(".")
+    else:  # where the student's layers go wrong in the network; else the network's own failure, diagnosed
+        failing = "" if kind in _FINAL_KINDS else _layers_in_the_network(fn, cases)
+        if not failing:
+            own = _tried(_judge_two_layer, fn, cases, "words") or own
+            failing = str(own).splitlines()[0].rstrip(".")
     if culprits:
         fix = " and ".join(f"your {layer} layer (`{LAYERS[layer][0]}` / `{LAYERS[layer][1]}`)" for layer in culprits)
         what = f"Fix {fix}: its own test cell says what is wrong."
     else:
         what = "Fix the layer functions whose own test cells fail."
-    where = "" if kind in _FINAL_KINDS else _layers_in_the_network(fn, cases)
     common.note(
         "`two_layer_loss_and_grads` passed, but only with the lesson's layer functions in place of yours: "
-        f"with your own, {where or failing}. {what}"
+        f"with your own, {failing}. {what}"
     )
 
 
