@@ -183,12 +183,15 @@ def where_line(trace):
     another reason as well ("" when the first wrong one is the only wrong one)."""
     first = next((n for n in trace.nodes if n.status == "wrong"), None)
     follows = [n.label for n in trace.nodes if n.status == "consequence"]
-    others = [n.label for n in trace.nodes if n.status in ("also wrong", "unclear")]
-    if first is None or not (follows or others):
+    others = [n.label for n in trace.nodes if n.status == "also wrong"]
+    # "unclear": wrong, but whether because of the first one cannot be told from what came back
+    unclear = [n.label for n in trace.nodes if n.status == "unclear"]
+    if first is None or not (follows or others or unclear):
         return ""
     inside = " (a step inside your function)" if not first.known else ""
     parts = [f"  The first wrong gradient is {first.label.replace(' (not given)', '')}{inside}"]
-    for names, what in ((follows, "wrong only because of it"), (others, "wrong for another reason as well")):
+    for names, what in ((follows, "wrong only because of it"), (others, "wrong for another reason as well"),
+                        (unclear, "wrong too, maybe only because of it")):
         if names:
             parts.append(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} {what}")
     return "; ".join(parts) + "."
