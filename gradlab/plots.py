@@ -11,25 +11,42 @@ itself: the cost on a grid, and the direction of −∇J there by autograd.
     histories(curves, ...)              several cost histories against the step (or update) number
     loss_and_metric(ws, Js, acc, ...)   the smooth loss next to the staircase of the accuracy
 """
-import matplotlib.pyplot as plt
+import io
+
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def _cpu(t):
     return t.detach().cpu() if isinstance(t, torch.Tensor) else t
 
 
+def _figure(**kwargs):
+    """A figure outside pyplot, drawn here and shown as a picture: under ``%matplotlib widget`` a pyplot figure
+    gets a live canvas whose browser requests another kernel thread may render while it is still being built
+    (the race behind explorer figures left blank); these figures need no interaction."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _done(fig, show):
     fig.tight_layout()
     if show:
-        plt.show()
+        from IPython.display import Image, display
+
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=100)
+        display(Image(png.getvalue()))
         return None
     return fig
 
 
 def curve(ws, Js, *, title, xlabel="w", ylabel="J(w)", marks=None, ylim=None, show=True):
     """J over a range of w; ``marks``: {label: (w, J)} drawn as points."""
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig = _figure(figsize=(7, 3.4))
+    ax = fig.subplots()
     ax.plot(_cpu(ws), _cpu(Js), color="0.3")
     for (label, (w, J)), color in zip((marks or {}).items(), ("tab:green", "tab:orange", "tab:red", "tab:blue")):
         ax.plot([float(w)], [float(J)], "o", color=color, label=label)
@@ -44,7 +61,8 @@ def curve(ws, Js, *, title, xlabel="w", ylabel="J(w)", marks=None, ylim=None, sh
 def secants(J, w0, slope, *, eps=(4.0, 2.0), w_range=(0.0, 12.0), ylim=(0.0, 0.45), show=True):
     """J(w) around w0 (``J`` takes a float, returns a float), secants through w0 ± ε, and the tangent of ``slope``."""
     wz = torch.linspace(*w_range, 200, dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig = _figure(figsize=(7, 3.4))
+    ax = fig.subplots()
     ax.plot(wz, [J(float(w)) for w in wz], color="0.3", label="J(w)")
     for e, color in zip(eps, ("tab:red", "tab:orange", "tab:purple")):
         s = (J(w0 + e) - J(w0 - e)) / (2 * e)
@@ -58,7 +76,8 @@ def secants(J, w0, slope, *, eps=(4.0, 2.0), w_range=(0.0, 12.0), ylim=(0.0, 0.4
 
 def paths(ws, Js, runs, *, J_star=None, start_title="paths", show=True):
     """Descent paths drawn on the curve (left) and their cost per step (right); ``runs``: {label: (path_w, path_J)}."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    fig = _figure(figsize=(11, 3.5))
+    (left, right) = fig.subplots(1, 2)
     left.plot(_cpu(ws), _cpu(Js), color="0.3", lw=1)
     for label, (path_w, path_J) in runs.items():
         left.plot(path_w, path_J, "o-", ms=3, lw=0.8, label=label)
@@ -89,7 +108,8 @@ def cost_map(cost, w_range, b_range, *, marks=None, b_line=None, names=("w", "b"
     with torch.enable_grad():
         dW, dB = torch.autograd.grad(cost(Wq, Bq).sum(), (Wq, Bq))
     length = torch.sqrt(dW ** 2 + dB ** 2).clamp_min(1e-12)
-    fig, ax = plt.subplots(figsize=(7, 5.4))
+    fig = _figure(figsize=(7, 5.4))
+    ax = fig.subplots()
     filled = ax.contourf(W, B, J, levels=levels, cmap="viridis")
     ax.contour(W, B, J, levels=levels, colors="0.2", linewidths=0.4)
     fig.colorbar(filled, ax=ax, label=title)
@@ -106,7 +126,8 @@ def cost_map(cost, w_range, b_range, *, marks=None, b_line=None, names=("w", "b"
 
 def histories(curves, *, xlabel="step", ylabel="J", lines=None, ylim=None, title="", show=True):
     """Cost histories, one per entry of ``curves`` ({label: sequence}); ``lines``: {label: height} drawn dashed."""
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig = _figure(figsize=(8, 3.8))
+    ax = fig.subplots()
     for label, values in curves.items():
         values = _cpu(torch.as_tensor(values))
         ax.plot(values, lw=0.8 if len(values) > 100 else 1.2, marker="o" if len(values) <= 100 else None, ms=3,
@@ -122,7 +143,8 @@ def histories(curves, *, xlabel="step", ylabel="J", lines=None, ylim=None, title
 
 def loss_and_metric(ws, Js, acc, w_fine, acc_fine, show=True):
     """The loss J(w) (smooth), the accuracy over the same w (a staircase), and the accuracy zoomed in."""
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(12, 3.3))
+    fig = _figure(figsize=(12, 3.3))
+    (a1, a2, a3) = fig.subplots(1, 3)
     a1.plot(_cpu(ws), _cpu(Js), color="0.3")
     a1.set(xlabel="w", ylabel="J(w)", title="the loss: smooth")
     a2.step(_cpu(ws), _cpu(acc), where="mid", color="tab:purple")
