@@ -86,7 +86,7 @@ class TrustedExecute(Execute):
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
-        self._records, self._bytes, self._cut = {}, 0, set()
+        self._records, self._bytes, self._cell_bytes, self._cut = {}, 0, {}, set()
         self._stopped = None  # (why, cell number) once the kernel cannot go on
         verdicts = []
         deadline = time.monotonic() + self.notebook_timeout
@@ -159,8 +159,8 @@ class TrustedExecute(Execute):
             return None
         size = len(json.dumps(content, default=str))
         self._bytes += size
-        used = sum(len(json.dumps(o, default=str)) for o in outs) + size
-        if used > self.cell_output_limit or self._bytes > self.notebook_output_limit:
+        self._cell_bytes[cell_index] = self._cell_bytes.get(cell_index, 0) + size
+        if self._cell_bytes[cell_index] > self.cell_output_limit or self._bytes > self.notebook_output_limit:
             if cell_index not in self._cut:
                 self._cut.add(cell_index)
                 outs.append(new_output("stream", name="stdout", text=(
