@@ -187,8 +187,8 @@ class SandboxedKernelManager(AsyncKernelManager):
         source = Path(kw.pop("cwd", None) or os.getcwd())
         self.workdir = source.name or "work"
         copy = self.private / "submission"
-        shutil.copytree(source, copy, symlinks=False, ignore=shutil.ignore_patterns("*.ipynb"),
-                        ignore_dangling_symlinks=True)
+        # Links stay links: followed, a submitted link to a file of the grader's machine would bring its content in.
+        shutil.copytree(source, copy, symlinks=True, ignore=shutil.ignore_patterns("*.ipynb"))
         (self.private / "passwd").write_text(f"student:x:{self._uid()}:{self._uid()}:student:{HOME}:/bin/sh\n")
         (self.private / "group").write_text(f"student:x:{self._uid()}:\n")
         if self.lease.uid is not None:
@@ -251,7 +251,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         args = args[:1] + _open_parents(mounts) + mounts
         # Copy the student's files into the writable folder, then become the kernel (which gets PID 2).
         args += ["--chdir", HOME, "--", *_as_user(self.lease.uid), "/bin/sh", "-c",
-                 f'mkdir -p "{work}" && cp -R /run/submission/. "{work}/" 2>/dev/null; cd "{work}" && exec "$@"', "sh"]
+                 'mkdir -p "$1" && cp -R /run/submission/. "$1/" 2>/dev/null; cd "$1" && shift && exec "$@"', "sh", work]
         return args
 
     async def _async_cleanup_resources(self, restart=False):
