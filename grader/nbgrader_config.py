@@ -41,6 +41,8 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+# nbgrader copies a submission's files following symlinks: a link to a file of this machine is removed first.
+c.Autograde.pre_convert_hook = "gradlab.instructor.repair.drop_outside_links"
 # A deleted or edited test cell is put back from the source and graded (hidden tests included).
 c.OverwriteCells.add_missing_cells = True
 # The student's sandbox (gradlab/instructor/sandbox.py): memory (RLIMIT_DATA, MiB), also CPU, processes, files.

@@ -154,7 +154,9 @@ STUDENTS = {
     "l-wrong-hidden": (answer("square", "def square(x):\n    return 2 * x  # right for 2 only"),
                        {"test_square": 0, "test_cube": 2}),
     "m-edited-test": (edited_test, {"test_square": 0, "test_cube": 2}),
+    "n-links-outside": (lambda nb: nb, {"test_square": 1, "test_cube": 2}),  # + a symlink to a file of the grader
 }
+OUTSIDE_SECRET = "the grader's own file, never to reach a student"
 
 
 def submit_all(course, students):
@@ -169,6 +171,11 @@ def submit_all(course, students):
             target.write_text(make)
         else:
             nbformat.write(make(solved(released)), target)
+        if student == "n-links-outside":
+            secret = course.root / "outside-secret.txt"
+            secret.write_text(OUTSIDE_SECRET)
+            (folder / "notes.txt").symlink_to(secret)
+            (folder / "own.txt").write_text("the student's own file")
 
 
 def gradebook_dump(course):
@@ -301,6 +308,16 @@ def test_feedback_shows_the_verdict_of_hidden_tests_but_not_their_code(graded):
     assert "hidden tests: they ran at grading" in text
     assert "assert square(3)" in cell_of(autograded(course, "l-wrong-hidden"), "test_square").source, \
         "the instructor's autograded copy keeps the hidden tests"
+
+
+def test_a_submitted_link_to_a_file_of_the_grader_is_removed_before_it_is_copied(graded):
+    course, log = graded
+    for step in ("autograded", "feedback"):
+        folder = course.root / step / "n-links-outside" / "tiny"
+        for path in folder.rglob("*"):
+            assert OUTSIDE_SECRET not in path.read_text(errors="replace"), f"{path} carries the grader's file"
+    assert (course.root / "autograded" / "n-links-outside" / "tiny" / "own.txt").exists(), "the student's files stay"
+    assert "removed the symlink notes.txt, which points outside the submission" in log
 
 
 def test_export_lists_every_student(graded):

@@ -18,6 +18,7 @@ grader/nbgrader_config.py puts these in nbgrader 0.9's pipeline; an instructor's
   ordinary cells, and warns about an edited test cell only when a student edited it.
 """
 import json
+import os
 import re
 
 import nbformat
@@ -221,3 +222,23 @@ def _position(cells, order, present, name):
 
 def _index_of(cells, cell):
     return next(i for i, c in enumerate(cells) if c is cell)
+
+
+def drop_outside_links(assignment=None, student=None, notebooks=(), **_):
+    """nbgrader's pre-convert hook: remove symlinks in a submission that point outside it.
+
+    nbgrader copies a submission's other files into autograded/ (and from there into the feedback) following
+    symlinks, with the grader's rights: a submitted link to a file of the grader's machine would bring that file's
+    content to the student. Such a link can come from an exchange or an archive; nothing in a lesson needs one.
+    """
+    import logging
+    from pathlib import Path
+
+    log = logging.getLogger("traitlets")
+    folders = {Path(nb).resolve().parent for nb in notebooks}
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_symlink() and folder not in Path(os.path.realpath(path)).parents:
+                log.warning("%s: removed the symlink %s, which points outside the submission (to %s).",
+                            folder, path.relative_to(folder), os.readlink(path))
+                path.unlink()
