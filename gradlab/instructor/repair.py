@@ -20,6 +20,7 @@ grader/nbgrader_config.py puts these in nbgrader 0.9's pipeline; an instructor's
 import json
 import os
 import re
+from pathlib import Path
 
 import nbformat
 from nbconvert.exporters import NotebookExporter
@@ -27,6 +28,7 @@ from nbgrader import utils
 from nbgrader.api import MissingEntry
 from nbgrader.nbgraderformat import MetadataValidator
 from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
+from traitlets.log import get_logger
 
 UNREADABLE_NOTE_ID = "gradlab-unreadable-submission"
 
@@ -231,10 +233,7 @@ def drop_outside_links(assignment=None, student=None, notebooks=(), **_):
     symlinks, with the grader's rights: a submitted link to a file of the grader's machine would bring that file's
     content to the student. Such a link can come from an exchange or an archive; nothing in a lesson needs one.
     """
-    import logging
-    from pathlib import Path
-
-    log = logging.getLogger("traitlets")
+    log = get_logger()  # the running nbgrader app's log, so the message lands where its others do
     folders = {Path(nb).resolve().parent for nb in notebooks}
     for folder in folders:
         for path in sorted(folder.rglob("*")):
