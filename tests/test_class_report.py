@@ -311,6 +311,8 @@ def test_the_grade_table_and_the_report_list_each_flagged_student_and_cell(grade
     below = capsys.readouterr().out.split("out of", 1)[1]
     flagged = [line for line in below.splitlines() if line.startswith("  example-")]
     assert any(EXITS in line and "(dz_db)" in line and "ends the process (os._exit)" in line for line in flagged)
+    assert any("example-rebinds-names" in line and "(backward)" in line and "rebinds `lesson03`" in line
+               for line in flagged)
     if "example-autograd" in students:
         assert any("example-autograd" in line and "(backward)" in line and "torch.autograd" in line for line in flagged)
     # The correct example's exercise cells raise only what the lesson's own solution raises: not listed. (Its other

@@ -3,7 +3,9 @@
 The guard in the student's kernel (gradlab.grading.guard) fails a by-hand exercise that uses autograd, but
 code in the same process can switch it off on purpose. So the grader also reads what the student wrote: every
 exercise cell, and every code cell that is not in the lesson's source as released (added or edited), and lists
-what it finds for the instructor, cell by cell. It flags; it does not take points: a flag is a reason to read
+what it finds for the instructor, cell by cell: autograd (except in exercises a lesson module lists in
+AUTOGRAD_ALLOWED), code that reaches into torch's or IPython's internals, and any rebinding of a name the
+lesson's test cells import (``lesson03 = ...``, ``check_grad = ...``, ``import numpy as torch``). It flags; it does not take points: a flag is a reason to read
 the code, and the grade table and the class report show each one.
 """
 import ast
@@ -49,6 +51,7 @@ def flags(nb, source_path=None):
     notebook (without it, only the exercise cells are read)."""
     released = _code_of(source_path)
     allowed = _autograd_allowed(nb)
+    protected = _test_imports(source_path)
     found = []
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or (utils.is_grade(cell) and not utils.is_solution(cell)):
@@ -62,7 +65,7 @@ def flags(nb, source_path=None):
         else:
             where = "added or edited cell"
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        for category, what, line in read(cell.source):
+        for category, what, line in read(cell.source) + rebinds(cell.source, protected):
             if category == "autograd" and grade_id in allowed:
                 continue
             found.append({"cell": index + 1, "grade_id": grade_id, "where": where, "category": category,
@@ -85,6 +88,73 @@ def read(source):
         if item[:2] not in [u[:2] for u in unique]:
             unique.append(item)
     return unique
+
+
+def rebinds(source, protected):
+    """[("tampering", what, line)] for each module-level rebinding of a name the lesson's tests import.
+
+    ``protected`` maps such a name to what the lesson imports under it ({"lesson03": "gradlab.grading.lesson03"});
+    importing the same thing again is no finding. A name assigned inside a function counts only when the
+    function declares it global.
+    """
+    if not protected:
+        return []
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    found = {}
+    for node, name, bound in _module_bindings(tree):
+        if name in protected and bound != protected[name]:
+            found.setdefault(name, ("tampering", f"rebinds `{name}`, which the lesson's tests import", node.lineno))
+    return list(found.values())
+
+
+def _module_bindings(tree):
+    """(node, name, what an import binds or None) for every name a cell binds in the notebook's namespace."""
+    bindings = []
+
+    def visit(node, scope_globals):
+        # scope_globals: None at module level (every binding counts), else the names a function declares global
+        def counts(name):
+            return scope_globals is None or name in scope_globals
+
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    continue
+                if isinstance(node, ast.Import):
+                    name = alias.asname or alias.name.split(".")[0]
+                    bound = alias.name if alias.asname else name
+                else:
+                    name = alias.asname or alias.name
+                    bound = f"{'.' * node.level}{node.module or ''}.{alias.name}"
+                if counts(name):
+                    bindings.append((node, name, bound))
+            return
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            if not isinstance(node, ast.Lambda) and counts(node.name):
+                bindings.append((node, node.name, None))
+            inner = {n for sub in ast.walk(node) if isinstance(sub, ast.Global) for n in sub.names}
+            for child in (node.body if isinstance(node.body, list) else [node.body]):
+                visit(child, inner)
+            return
+        if isinstance(node, ast.ClassDef):
+            if counts(node.name):
+                bindings.append((node, node.name, None))
+            for child in node.body:
+                visit(child, set() if scope_globals is None else scope_globals)
+            return
+        if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            return  # their loop variables are their own
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)) and counts(node.id):
+            bindings.append((node, node.id, None))
+        for child in ast.iter_child_nodes(node):
+            visit(child, scope_globals)
+
+    for statement in tree.body:
+        visit(statement, None)
+    return bindings
 
 
 def _judge(node):
@@ -128,6 +198,25 @@ def _autograd_allowed(nb):
                 module = importlib.import_module(f"gradlab.grading.{call.module}")
                 allowed |= set(getattr(module, "AUTOGRAD_ALLOWED", ()))
     return allowed
+
+
+def _test_imports(path):
+    """{name: what it is imported as} for the names the lesson's test cells import and use (None: no source)."""
+    if path is None or not Path(path).exists():
+        return {}
+    protected = {}
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+        for _, name, bound in _module_bindings(tree):
+            if bound is not None and name in used:
+                protected[name] = bound
+    return protected
 
 
 def _code_of(path):
