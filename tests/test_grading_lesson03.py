@@ -755,3 +755,18 @@ def test_the_reference_loop_is_torch_sgd_and_the_stale_x_replay_is_that_loop():
     assert lesson03.reference_training(x, y, 0.7, -0.4, 0.5, 3) == pytest.approx((w.item(), b.item()), abs=1e-12)
     assert lesson03.reference_training(x, y, 0.7, -0.4, 0.5, 3, x_for_w=x[0]) == pytest.approx(
         _loop(x_for_w="first")(x, y, 0.7, -0.4, 0.5, 3), abs=1e-12)
+
+
+def test_a_note_after_a_helper_used_autograd_names_its_case_once():
+    ns = notebook(dJ_dsigma="""
+def dJ_dsigma(s, y):
+    s = s.detach().requires_grad_()
+    ((s - y) ** 2).mean().backward()
+    return s.grad
+""")
+    verdict = passes(lesson03.check_backward, ns["backward"])
+    (note,) = verdict.notes
+    assert "With your own it used autograd (" in note and "your dJ_dsigma used autograd" in note, note
+    own = note.split("With your own it ", 1)[1].split(", because", 1)[0]
+    case = own.split("(", 1)[1].split(")", 1)[0]
+    assert own.count(f"({case})") == 1, note

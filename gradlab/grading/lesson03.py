@@ -277,9 +277,10 @@ def _note_own_functions(fn, name, cases, replaced):
         wrong = wrong or _wrong_functions(own, replaced, case.label, **case.probe)
         why = (f"because {_and(wrong)}" if wrong else
                "although each of them gives the right values on these inputs: check how it calls them")
+        where = "" if f"({case.label}" in trouble else f" ({case.label})"  # a failure's clause names its case
         common.note(
             f"`{name}` passed with the grader's own {_and(replaced)} in place of yours. With your own it "
-            f"{trouble} ({case.label}), {why}. Fix {'those' if len(wrong) > 1 else 'that'} (each has its own test) "
+            f"{trouble}{where}, {why}. Fix {'those' if len(wrong) > 1 else 'that'} (each has its own test) "
             f"and `{name}` will be right in your notebook too."
         )
         return
