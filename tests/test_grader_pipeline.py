@@ -349,3 +349,23 @@ def test_zip_collect_files_named_by_an_lms(tmp_path):
     course.nbgrader("zip_collect", "tiny")
     collected = sorted(p.relative_to(tmp_path / "submitted").as_posix() for p in (tmp_path / "submitted").rglob("*.ipynb"))
     assert collected == ["alice/tiny/tiny.ipynb", "bobsmith/tiny/tiny.ipynb"]
+
+
+# --------------------------------------------------------------------------- no sandbox, no grading
+def test_without_bubblewrap_autograde_refuses_in_one_sentence_and_the_opt_out_grades(tmp_path):
+    course = make_course(tmp_path / "course", 'c.Sandbox.bwrap = "/nonexistent/bwrap"', f"c.Execute.timeout = {TIMEOUT_S}")
+    submit_all(course, {"a-correct": STUDENTS["a-correct"]})
+    with pytest.raises(AssertionError) as refused:
+        course.autograde("tiny")
+    assert re.search(r"a-correct/tiny/tiny: not graded, no student code ran: bubblewrap \(bwrap\) is not installed, so "
+                     r"student code cannot be isolated: install it \(Debian: apt-get install bubblewrap\) or, accepting "
+                     r"the risk, set c.Sandbox.enabled = False\.", str(refused.value)), str(refused.value)[-3000:]
+    assert not (course.root / "autograded" / "a-correct" / "tiny").exists()
+    # nbgrader keeps the submission it had started (so it shows 0 until graded), with no cell scored
+    assert {auto for auto, _ in gradebook_dump(course).values()} <= {None}
+
+    with open(course.root / "nbgrader_config.py", "a") as config:
+        config.write("c.Sandbox.enabled = False\n")
+    run = course.autograde("tiny")
+    assert "The sandbox is off" in run.stdout + run.stderr
+    assert course.scores("tiny") == {"a-correct": (3.0, 3.0)}

@@ -60,7 +60,12 @@ class TrustedExecute(Execute):
             self.log.warning("The sandbox is off (c.Sandbox.enabled = False or GRADLAB_UNSANDBOXED=1): student code "
                              "runs with your rights.")
             kwargs["env"] = {**os.environ, trial.ENV_RECORD: "1", "NBGRADER_EXECUTION": "autograde"}
-        await super().async_start_new_kernel(**kwargs)
+        try:
+            await super().async_start_new_kernel(**kwargs)
+        except sandbox.SandboxUnavailable as err:
+            # nbgrader follows with its traceback; this is the line that says what to do
+            self.log.error("%s: not graded, no student code ran: %s", submission(self.resources), err)
+            raise
 
     start_new_kernel = run_sync(async_start_new_kernel)
 
