@@ -104,13 +104,6 @@ def _temp_course(work, config, assignment, source_files):
 
 
 # ------------------------------------------------------------------------------------------- one task
-def warm_up():
-    """Run on each worker at the start: the imports every task needs."""
-    import torch  # noqa: F401
-
-    from . import execute  # noqa: F401
-
-
 def grade_one(task):
     """Run on a worker: autograde one student's submission in a private course; return notebooks and records."""
     import torch
@@ -224,6 +217,7 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
         return summary
     worker_config = _with_pipeline(config, EXECUTE, STASH)
     replay_config = _with_pipeline(config, REPLAY)
+    shot = snapshot(config, assignment)
     cluster = None
     if scheduler:
         client = Client(scheduler)
@@ -232,10 +226,6 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
                                dashboard_address=None, host="127.0.0.1")
         client = Client(cluster)
     try:
-        # The workers import torch and nbgrader (seconds) while this process releases the snapshot.
-        warming = [client.submit(warm_up, workers=[w], allow_other_workers=False, pure=False, key=f"warm-up-{w}")
-                   for w in client.scheduler_info()["workers"]]
-        shot = snapshot(config, assignment)
         shared = client.scatter(shot, broadcast=True)
         futures = [client.submit(grade_one, {"assignment": assignment, "student": s, "config": worker_config,
                                              "snapshot": shared, "files": submitted_files(course_root, s, assignment)},
@@ -253,7 +243,6 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
                 _record(summary, student, result, replay_config, assignment)
             bar.update(1)
         bar.close()
-        del warming
     finally:
         client.close()
         if cluster is not None:
