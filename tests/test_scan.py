@@ -14,7 +14,7 @@ EXAMPLES = ROOT / "grader" / "examples"
 
 
 def _whats(source, protected=None):
-    found = scan.read(source) + scan.rebinds(source, protected or scan._test_imports(LESSON3))
+    found = scan.read(source) + scan.rebinds(source, protected or scan._test_imports(scan._lesson_source(LESSON3)))
     return [what for _, what, _ in found]
 
 

@@ -5,8 +5,8 @@ code in the same process can switch it off on purpose. So the grader also reads 
 exercise cell, and every code cell that is not in the lesson's source as released (added or edited), and lists
 what it finds for the instructor, cell by cell: autograd (except in exercises a lesson module lists in
 AUTOGRAD_ALLOWED), code that reaches into torch's or IPython's internals, and any rebinding of a name the
-lesson's test cells import (``lesson03 = ...``, ``check_grad = ...``, ``import numpy as torch``). It flags; it does not take points: a flag is a reason to read
-the code, and the grade table and the class report show each one.
+lesson's test cells import (``lesson03 = ...``, ``check_grad = ...``, ``import numpy as torch``). It flags;
+it does not take points: a flag is a reason to read the code, and the grade table and the class report show each one.
 """
 import ast
 import importlib
@@ -49,9 +49,10 @@ AUTOGRAD_NAMES = {"autograd_grads", "numerical_grads", "functorch", "enable_grad
 def flags(nb, source_path=None):
     """[{cell, grade_id, where, category, what, line}] for a submission; ``source_path`` is the lesson's source
     notebook (without it, only the exercise cells are read)."""
-    released = _code_of(source_path)
+    source = _lesson_source(source_path)
+    released = _code_of(source)
     allowed = _autograd_allowed(nb)
-    protected = _test_imports(source_path)
+    protected = _test_imports(source)
     found = []
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or (utils.is_grade(cell) and not utils.is_solution(cell)):
@@ -200,12 +201,17 @@ def _autograd_allowed(nb):
     return allowed
 
 
-def _test_imports(path):
-    """{name: what it is imported as} for the names the lesson's test cells import and use (None: no source)."""
+def _lesson_source(path):
+    """The lesson's source notebook, or None where it is not at hand."""
     if path is None or not Path(path).exists():
-        return {}
+        return None
+    return nbformat.read(path, as_version=4)
+
+
+def _test_imports(source):
+    """{name: what it is imported as} for the names the lesson's test cells import and use ({} without a source)."""
     protected = {}
-    for cell in nbformat.read(path, as_version=4).cells:
+    for cell in source.cells if source is not None else ():
         if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
             continue
         try:
@@ -219,8 +225,8 @@ def _test_imports(path):
     return protected
 
 
-def _code_of(path):
+def _code_of(source):
     """The sources of the lesson's own code cells (as released), or None where the lesson source is not at hand."""
-    if path is None or not Path(path).exists():
+    if source is None:
         return None
-    return {cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"}
+    return {cell.source for cell in source.cells if cell.cell_type == "code"}
