@@ -18,6 +18,9 @@ spread over Dask workers, and everything else stays nbgrader's own:
    here only, exactly as a serial ``nbgrader autograde`` writes them.
 """
 import argparse
+import asyncio
+import contextlib
+import importlib
 import io
 from copy import deepcopy
 import os
@@ -25,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -33,6 +37,7 @@ from nbgrader.converters import Autograde
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import capture_log
+from sqlalchemy.exc import SAWarning
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
@@ -104,6 +109,22 @@ def _temp_course(work, config, assignment, source_files):
 
 
 # ------------------------------------------------------------------------------------------- one task
+async def warm_up():
+    """Run on each worker as a class starts: the imports every task needs, in a thread, so that the worker goes on
+    talking to the scheduler meanwhile."""
+    for module in ("torch", "gradlab.instructor.execute"):
+        await asyncio.to_thread(importlib.import_module, module)
+
+
+@contextlib.contextmanager
+def _quiet_gradebook():
+    """nbgrader's gradebook code trips a harmless SQLAlchemy warning on every new submission: three lines per
+    student that would bury the progress bar and the summary."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object of type <Submitted", category=SAWarning)
+        yield
+
+
 def grade_one(task):
     """Run on a worker: autograde one student's submission in a private course; return notebooks and records."""
     import torch
@@ -126,7 +147,8 @@ def grade_one(task):
         coursedir.assignment_id, coursedir.student_id = assignment, student
         app = Autograde(coursedir=coursedir, config=course)
         app.force = True
-        outcome = capture_log(app)
+        with _quiet_gradebook():
+            outcome = capture_log(app)
         notebooks = {name: nbformat.writes(nb) for (who, what, name), nb in list(_EXECUTED.items())
                      if who == student and what == assignment} if outcome["success"] else {}
         for key in [k for k in _EXECUTED if k[0] == student and k[1] == assignment]:
@@ -184,7 +206,8 @@ def _replay(config, assignment, result):
     try:
         coursedir = CourseDirectory(config=config)
         api = NbGraderAPI(coursedir=coursedir, config=config)
-        return api.autograde(assignment, result["student"], force=True, create=True)
+        with _quiet_gradebook():
+            return api.autograde(assignment, result["student"], force=True, create=True)
     finally:
         for name in result["notebooks"]:
             _RESULTS.pop((result["student"], assignment, name), None)
@@ -217,7 +240,6 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
         return summary
     worker_config = _with_pipeline(config, EXECUTE, STASH)
     replay_config = _with_pipeline(config, REPLAY)
-    shot = snapshot(config, assignment)
     cluster = None
     if scheduler:
         client = Client(scheduler)
@@ -226,6 +248,10 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
                                dashboard_address=None, host="127.0.0.1")
         client = Client(cluster)
     try:
+        # The workers import what every task needs (seconds) while this process releases the assignment. Not as
+        # tasks: a task would hold a worker that the scheduler may need for a retry.
+        client.run(warm_up, wait=False)
+        shot = snapshot(config, assignment)
         shared = client.scatter(shot, broadcast=True)
         futures = [client.submit(grade_one, {"assignment": assignment, "student": s, "config": worker_config,
                                              "snapshot": shared, "files": submitted_files(course_root, s, assignment)},
