@@ -26,7 +26,7 @@ from gradlab.check import GradientError, check_grad
 from gradlab.instructor import grade_table, report
 
 ASSIGNMENT, NOTEBOOK = "03-backprop-by-hand", "backprop-by-hand"
-TIMEOUT_S = 30  # as tests/test_grader_examples.py: well above lesson 3's slowest cell on a busy 2-core machine
+TIMEOUT_S = 15  # as tests/test_grader_examples.py: about 10 × lesson 3's slowest cell on an idle 2-core machine
 EXAMPLES = ("example-correct", "example-wrong-sign", "example-missing-1-over-n", "example-endless-loop",
             "example-edited-test", "example-blank", "example-invalid-json", "example-rebinds-names")
 OPTIONAL = ("example-autograd",)  # graded too where grader/examples/ has it

@@ -23,7 +23,7 @@ from gradlab.instructor.mathjax import default_path
 pytestmark = pytest.mark.slow
 
 ASSIGNMENT, NOTEBOOK = "03-backprop-by-hand", "backprop-by-hand"
-TIMEOUT_S = 30
+TIMEOUT_S = 15  # as tests/test_grader_examples.py
 SECRET = "gradlab-test-secret-5d1f"
 MARK = "987654"  # the detached process sleeps this long: found on the host afterwards, it escaped
 HOME_SECRET = Path.home() / ".gradlab-test-secret"
