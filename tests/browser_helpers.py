@@ -414,24 +414,36 @@ class LabNotebook:
         """
         deadline = time.monotonic() + timeout
         stops, first = [], next(i for i, kind in enumerate(self.kinds) if kind == "code")
+
+        def run_below(index):
+            self.select(index)
+            self.menu("Run", "notebook:run-all-below")
+
         self.menu("Run", "runmenu:run-all")
+        prompts = self._wait_for_run(first, deadline, again=lambda: self.menu("Run", "runmenu:run-all"))
         while True:
-            prompts = self._wait_for_run(first, deadline)
             left = [i for i, p in enumerate(prompts) if p == "[ ]:" and self.sources[i].strip()]
             if not left:
                 return stops
             assert left[0] > first, f"cell {first} was run again and did not start: {prompts[first]}"
             stops.append(max(i for i, p in enumerate(prompts[:left[0]]) if p and p != "[ ]:"))
             first = left[0]
-            self.select(first)
-            self.menu("Run", "notebook:run-all-below")
+            run_below(first)
+            prompts = self._wait_for_run(first, deadline, again=lambda: run_below(first))
 
-    def _wait_for_run(self, first, deadline):
-        """The prompts once the run that starts at cell ``first`` has started and no cell is running or queued."""
+    def _wait_for_run(self, first, deadline, again=None, patience=15):
+        """The prompts once the run that starts at cell ``first`` has started and no cell is running or queued.
+
+        ``again`` asks once more when, ``patience`` s after the first ask, nothing has started and nothing is
+        queued: on a busy machine JupyterLab now and then drops a menu command (seen once in ~20 runs, lesson 6)."""
+        asked = time.monotonic()
         while True:
             prompts = self.prompts()
             if prompts[first] != "[ ]:" and "[*]:" not in prompts:
                 return prompts
+            if again is not None and "[*]:" not in prompts and time.monotonic() - asked > patience:
+                again()
+                again = None
             if time.monotonic() > deadline:
                 running = [i for i, p in enumerate(prompts) if p == "[*]:"]
                 raise AssertionError(f"{self.path}: cells {running[:5]} still running or queued, or cell {first} "
