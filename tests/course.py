@@ -11,6 +11,9 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 GRADER_CONFIG = ROOT / "grader" / "nbgrader_config.py"
+# Execute.timeout of the tests that autograde lesson 3's examples and attacks (an endless loop costs this much):
+# lesson 3's slowest cell (its imports) takes 1.6 s on an idle 2-core machine; the course itself allows 60.
+LESSON3_TIMEOUT_S = 15
 
 
 def lessons():

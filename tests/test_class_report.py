@@ -21,12 +21,12 @@ import pandas as pd
 import pytest
 import torch
 
-from course import NOTEBOOKS, ROOT, Course
+from course import LESSON3_TIMEOUT_S, NOTEBOOKS, ROOT, Course
 from gradlab.check import GradientError, check_grad
 from gradlab.instructor import grade_table, report
 
 ASSIGNMENT, NOTEBOOK = "03-backprop-by-hand", "backprop-by-hand"
-TIMEOUT_S = 15  # as tests/test_grader_examples.py: about 10 × lesson 3's slowest cell on an idle 2-core machine
+TIMEOUT_S = LESSON3_TIMEOUT_S
 EXAMPLES = ("example-correct", "example-wrong-sign", "example-missing-1-over-n", "example-endless-loop",
             "example-edited-test", "example-blank", "example-invalid-json", "example-rebinds-names")
 OPTIONAL = ("example-autograd",)  # graded too where grader/examples/ has it

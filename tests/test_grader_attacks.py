@@ -17,13 +17,13 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell
 
-from course import ROOT, Course
+from course import LESSON3_TIMEOUT_S, ROOT, Course
 from gradlab.instructor.mathjax import default_path
 
 pytestmark = pytest.mark.slow
 
 ASSIGNMENT, NOTEBOOK = "03-backprop-by-hand", "backprop-by-hand"
-TIMEOUT_S = 15  # as tests/test_grader_examples.py
+TIMEOUT_S = LESSON3_TIMEOUT_S
 SECRET = "gradlab-test-secret-5d1f"
 MARK = "987654"  # the detached process sleeps this long: found on the host afterwards, it escaped
 HOME_SECRET = Path.home() / ".gradlab-test-secret"
