@@ -9,6 +9,10 @@ LAB_ARGS ?=
 # nbgrader runs `alembic` from PATH when it creates its gradebook.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
+# The suite waits on kernels, servers and a browser for much of its time: one pytest process per core (at most 4:
+# beyond that the longest test file sets the pace), each test file whole in one process (its fixtures grade once),
+# the files in tests/conftest.py's order, longest first.
+TEST_WORKERS ?= auto
 
 SOURCES  := $(wildcard notebooks/[0-9]*/*.ipynb)
 RELEASED := $(patsubst notebooks/%,grader/release/%,$(SOURCES))
@@ -78,7 +82,7 @@ grade: $(STAMP) $(MATHJAX)
 	cd grader && $(abspath $(PY)) -m gradlab.instructor.parallel $(LESSON) $(GRADE_ARGS)
 
 test: $(STAMP) $(MATHJAX)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Times what students and instructors wait for; writes benchmarks/results.json (benchmarks/README.md).
 BENCH_ARGS ?=

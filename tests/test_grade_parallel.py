@@ -1,5 +1,6 @@
 """Grading a class in parallel gives what a serial `nbgrader autograde` gives (into SQLite): on a local cluster
 into a PostgreSQL gradebook, and on a Dask cluster of separate worker processes (one of which dies) into SQLite."""
+import contextlib
 import os
 import shutil
 import threading
@@ -56,8 +57,33 @@ def _verdicts(course):
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory):
     course = _course(tmp_path_factory.mktemp("serial"))
-    course.autograde(ASSIGNMENT)
+    # The grader's own thread setting reaches the sandboxed kernel (torch's default is one thread per core).
+    with _thread_env("1"):
+        course.autograde(ASSIGNMENT)
+    assert "torch threads: 1" in _threads_printed(course)
     return course
+
+
+@contextlib.contextmanager
+def _thread_env(threads):
+    """OMP_NUM_THREADS and MKL_NUM_THREADS (torch takes MKL's when both are set) for what starts meanwhile."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: threads for name in names})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def _threads_printed(course):
+    nb = nbformat.read(course.root / "autograded" / "example-correct" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" and c.source == THREADS_CELL
+                   for o in c.outputs)
 
 
 def _same_as_serial(serial, course, db_url):
@@ -69,16 +95,14 @@ def _same_as_serial(serial, course, db_url):
 
 def test_a_local_cluster_grades_into_postgresql_like_serial_autograde_and_resumes(serial, tmp_path):
     """The local cluster (every core) with a PostgreSQL gradebook; the Dask test below grades into SQLite."""
-    with postgres() as url:
+    # Parallel grading's one torch thread per kernel wins over the grader's own setting.
+    with postgres() as url, _thread_env(str(os.cpu_count())):
         course = _course(tmp_path, f"c.CourseDirectory.db_url = {url!r}")
         summary = parallel.grade_class(ASSIGNMENT, root=course.root, workers=2, progress=False)
         assert sorted(summary["graded"]) == sorted(STUDENTS) and not summary["failed"]
         _same_as_serial(serial, course, url)
         assert not (course.root / "gradebook.db").exists(), "nothing went into a SQLite gradebook beside it"
-        threads = [o for c in nbformat.read(course.root / "autograded" / "example-correct" / ASSIGNMENT /
-                                            f"{NOTEBOOK}.ipynb", as_version=4).cells
-                   if c.cell_type == "code" and c.source == THREADS_CELL for o in c.outputs]
-        assert "torch threads: 1" in threads[0]["text"], "each worker's kernel runs torch on one thread"
+        assert "torch threads: 1" in _threads_printed(course), "each worker's kernel runs torch on one thread"
 
         again = parallel.grade_class(ASSIGNMENT, root=course.root, workers=2, progress=False)
         assert again["graded"] == [] and sorted(again["skipped"]) == sorted(STUDENTS), "graded students are skipped"

@@ -33,7 +33,9 @@ from traitlets.config import Configurable
 import gradlab
 
 HOME = "/home/student"
-PASSED_ENV = ["MNIST_DIR", "GRADLAB_DEVICE", "GRADLAB_EPOCHS", "CUDA_VISIBLE_DEVICES"]
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# The grader's thread settings too: an instructor who limits torch's threads on a shared machine means the kernels.
+PASSED_ENV = ["MNIST_DIR", "GRADLAB_DEVICE", "GRADLAB_EPOCHS", "CUDA_VISIBLE_DEVICES", *THREAD_ENV]
 UID_POOL = range(210_000, 211_000)
 
 
@@ -51,8 +53,8 @@ class Sandbox(Configurable):
     cpu_seconds = Integer(1200, help="CPU seconds the kernel may use in all (RLIMIT_CPU).").tag(config=True)
     max_processes = Integer(256, help="Processes and threads (torch starts one per core) the kernel's user may run "
                                       "(RLIMIT_NPROC).").tag(config=True)
-    torch_threads = Integer(0, help="Threads for torch in the kernel (OMP_NUM_THREADS); 0 leaves torch's default. "
-                                    "Parallel grading sets 1.").tag(config=True)
+    torch_threads = Integer(0, help="Threads for torch in the kernel (OMP_NUM_THREADS); 0 leaves the grader's own "
+                                    "setting or torch's default. Parallel grading sets 1.").tag(config=True)
     max_file_mb = Integer(64, help="Largest file the kernel may write (RLIMIT_FSIZE).").tag(config=True)
     work_mb = Integer(256, help="Size of the kernel's writable copy of the student's folder.").tag(config=True)
     tmp_mb = Integer(256, help="Size of the kernel's private /tmp.").tag(config=True)
@@ -237,11 +239,11 @@ class SandboxedKernelManager(AsyncKernelManager):
             "--setenv", "NBGRADER_EXECUTION", "autograde", "--setenv", "GRADLAB_RECORD", "1",
         ]
         if s.torch_threads:
-            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            for name in THREAD_ENV:
                 args += ["--setenv", name, str(s.torch_threads)]
         for name in s.passed_env:
             value = os.environ.get(name)
-            if value:
+            if value and not (s.torch_threads and name in THREAD_ENV):
                 args += ["--setenv", name, value]
                 if name == "MNIST_DIR" and Path(value).is_dir():
                     args += ["--ro-bind", str(Path(value).resolve()), value]
