@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import importlib
 import io
+import itertools
 from copy import deepcopy
 import os
 import shutil
@@ -68,15 +69,15 @@ def course_config(root="."):
     return config
 
 
-def _with_pipeline(config, *executors):
-    """The course's config with its TrustedExecute replaced by ``executors`` in the autograde pipeline."""
-    pipeline = []
-    for p in config.Autograde.autograde_preprocessors:
-        pipeline += list(executors) if p == EXECUTE else [p]
-    if pipeline == list(config.Autograde.autograde_preprocessors) and EXECUTE not in executors:
+def _with_pipeline(config, executors, rest=True):
+    """The course's config with its TrustedExecute replaced by ``executors`` in the autograde pipeline, and the
+    preprocessors after it kept only if ``rest``."""
+    pipeline = list(config.Autograde.autograde_preprocessors)
+    if EXECUTE not in pipeline:
         raise SystemExit(f"the course's autograde pipeline has no {EXECUTE}: parallel grading needs it")
+    at = pipeline.index(EXECUTE)
     copy = deepcopy(config)
-    copy.Autograde.autograde_preprocessors = pipeline
+    copy.Autograde.autograde_preprocessors = pipeline[:at] + list(executors) + (pipeline[at + 1:] if rest else [])
     return copy
 
 
@@ -238,8 +239,9 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
     if not todo:
         summary["skipped"] = students_to_grade(course_root, assignment, True, only)
         return summary
-    worker_config = _with_pipeline(config, EXECUTE, STASH)
-    replay_config = _with_pipeline(config, REPLAY)
+    # A worker stops at the executed notebook: what follows (grades saved, late penalties) runs once, in the replay.
+    worker_config = _with_pipeline(config, [EXECUTE, STASH], rest=False)
+    replay_config = _with_pipeline(config, [REPLAY])
     cluster = None
     if scheduler:
         client = Client(scheduler)
@@ -253,13 +255,22 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
         client.run(warm_up, wait=False)
         shot = snapshot(config, assignment)
         shared = client.scatter(shot, broadcast=True)
-        futures = [client.submit(grade_one, {"assignment": assignment, "student": s, "config": worker_config,
-                                             "snapshot": shared, "files": submitted_files(course_root, s, assignment)},
-                                 key=f"grade-{assignment}-{s}", retries=retries, pure=False)
-                   for s in todo]
-        bar = tqdm(total=len(futures), desc=f"grading {assignment}", unit="notebook", disable=not progress,
+        waiting = iter(todo)
+
+        def submit(how_many):
+            for s in itertools.islice(waiting, max(0, how_many)):
+                yield client.submit(grade_one, {"assignment": assignment, "student": s, "config": worker_config,
+                                                "snapshot": shared, "files": submitted_files(course_root, s, assignment)},
+                                    key=f"grade-{assignment}-{s}", retries=retries, pure=False)
+
+        # Only as many tasks as the workers have threads are out at a time; the next one goes out as one comes back,
+        # to whichever worker is free. Handed out all at once, tasks queue on the workers, and one that waits behind
+        # an endless loop (a minute, up to the timeout) keeps a class from finishing while other workers sit idle.
+        running = as_completed(submit(_threads(client)))
+        bar = tqdm(total=len(todo), desc=f"grading {assignment}", unit="notebook", disable=not progress,
                    file=sys.stderr)
-        for future in as_completed(futures):
+        for future in running:
+            running.update(submit(_threads(client) - running.count()))
             student = future.key.removeprefix(f"grade-{assignment}-")
             try:
                 result = future.result()
@@ -275,6 +286,11 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
             cluster.close()
     summary["seconds"] = time.perf_counter() - started
     return summary
+
+
+def _threads(client):
+    """Tasks the cluster runs at once now (at least one: a scheduler whose workers have not joined yet)."""
+    return max(1, sum(client.nthreads().values()))
 
 
 def _record(summary, student, result, config, assignment):
