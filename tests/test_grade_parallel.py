@@ -117,13 +117,36 @@ def test_a_dask_cluster_of_worker_processes_survives_a_dead_worker(serial, tmp_p
     with dask_cluster(workers=2) as (address, workers):
         killed = threading.Event()
         killer = threading.Thread(target=_kill_a_busy_worker, args=(address, workers[0], killed), daemon=True)
+        done, most = threading.Event(), []
+        counter = threading.Thread(target=_most_tasks_out, args=(address, done, most), daemon=True)
         killer.start()
+        counter.start()
         summary = parallel.grade_class(ASSIGNMENT, root=course.root, scheduler=address, progress=False)
+        done.set()
         killer.join()
+        counter.join()
         assert killed.is_set() and workers[0].poll() is not None, "the first worker was killed while it graded"
         assert workers[1].poll() is None
+    # Two workers of one thread: never more than two students out at once, the rest wait here, not on a worker.
+    assert most == [2], f"at most {most} grading tasks out at a time"
     assert sorted(summary["graded"]) == sorted(STUDENTS) and not summary["failed"]
     _same_as_serial(serial, course, f"sqlite:///{course.root / 'gradebook.db'}")
+
+
+def _most_tasks_out(address, done, most):
+    """The largest number of grading tasks the scheduler held at once (waiting or running), until ``done``."""
+    from dask.distributed import Client
+
+    def _grading_tasks(dask_scheduler):  # nested: sent by value, the scheduler cannot import this test module
+        return sum(1 for key, task in dask_scheduler.tasks.items()
+                   if str(key).startswith("grade-") and task.state in ("waiting", "queued", "no-worker", "processing"))
+
+    with Client(address) as client:
+        seen = 0
+        while not done.is_set():
+            seen = max(seen, client.run_on_scheduler(_grading_tasks))
+            time.sleep(0.1)
+        most.append(seen)
 
 
 def _kill_a_busy_worker(address, process, killed, seconds=120):
