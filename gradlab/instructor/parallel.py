@@ -246,8 +246,11 @@ def grade_class(assignment, root=".", workers=None, scheduler=None, force=False,
     if scheduler:
         client = Client(scheduler)
     else:
+        # With the dashboard off the scheduler still serves its HTTP routes (health, metrics): on a free port of
+        # 127.0.0.1, not on 8787, which a second class graded at the same time would find taken.
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                               dashboard_address=None, host="127.0.0.1")
+                               dashboard_address=None, host="127.0.0.1",
+                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
         client = Client(cluster)
     try:
         # The workers import what every task needs (seconds) while this process releases the assignment. Not as
