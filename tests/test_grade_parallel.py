@@ -11,6 +11,7 @@ import pytest
 
 from course import ROOT, Course
 from gradlab.instructor import parallel, records
+from gradlab.instructor.sandbox import THREAD_ENV
 from servers import dask_cluster, postgres
 
 pytestmark = pytest.mark.slow
@@ -66,18 +67,11 @@ def serial(tmp_path_factory):
 
 @contextlib.contextmanager
 def _thread_env(threads):
-    """OMP_NUM_THREADS and MKL_NUM_THREADS (torch takes MKL's when both are set) for what starts meanwhile."""
-    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    before = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: threads for name in names})
-    try:
+    """Both thread variables (torch takes MKL_NUM_THREADS over OMP_NUM_THREADS) for what starts meanwhile."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in THREAD_ENV:
+            env.setenv(name, threads)
         yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
 
 
 def _threads_printed(course):
