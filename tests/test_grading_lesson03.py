@@ -3,6 +3,7 @@ strict review found) fail with a message that names the mistake, autograd never 
 costs the helper's cell only. The important cases run both ways the grader runs a check (locally, and recorded then
 replayed: tests/grading_modes.py)."""
 import ast
+import contextlib
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 
 from course import solution_namespace
 from grading_modes import both
-from gradlab.grading import lesson03
+from gradlab.grading import guard, lesson03
 
 NOTEBOOK = "03-backprop-by-hand/backprop-by-hand.ipynb"
 SOLUTIONS = solution_namespace(NOTEBOOK)
@@ -124,7 +125,51 @@ def _by_func_grad(f, *inputs):
     return torch.func.grad(f, argnums=tuple(range(len(inputs))))(*inputs)
 
 
-WAYS = [_by_backward, _by_autograd_grad, _by_saved_reference, _by_factory, _by_parameter, _by_func_grad]
+def _by_forward_ad(f, *inputs):
+    """Forward mode: one dual number per element, its tangent the derivative along that element."""
+    import torch.autograd.forward_ad as fwAD
+
+    grads = []
+    for k, t in enumerate(inputs):
+        grad = torch.zeros_like(t).reshape(-1)
+        for i in range(grad.numel()):
+            tangent = torch.zeros_like(t).reshape(-1)
+            tangent[i] = 1
+            with fwAD.dual_level():
+                dual = fwAD.make_dual(t, tangent.reshape(t.shape))
+                grad[i] = fwAD.unpack_dual(f(*inputs[:k], dual, *inputs[k + 1:])).tangent
+        grads.append(grad.reshape(t.shape))
+    return tuple(grads)
+
+
+def _by_func_jvp(f, *inputs):
+    grads = []
+    for k, t in enumerate(inputs):
+        def along(u):
+            return f(*inputs[:k], u, *inputs[k + 1:])
+        basis = torch.eye(t.numel(), dtype=t.dtype, device=t.device)
+        grads.append(torch.stack([torch.func.jvp(along, (t,), (e.reshape(t.shape),))[1] for e in basis])
+                     .reshape(t.shape))
+    return tuple(grads)
+
+
+WAYS = [_by_backward, _by_autograd_grad, _by_saved_reference, _by_factory, _by_parameter, _by_func_grad,
+        _by_forward_ad, _by_func_jvp]
+
+
+def _by_complex_step(f, *inputs):
+    """Im f(t + ih) / h: a numerical derivative exact to rounding, no autograd and nothing derived."""
+    h = 1e-30
+    grads = []
+    for k, t in enumerate(inputs):
+        grad = torch.zeros_like(t).reshape(-1)
+        for i in range(grad.numel()):
+            nudge = torch.zeros(t.numel(), dtype=torch.complex128, device=t.device)
+            nudge[i] = 1j * h
+            moved = t.to(torch.complex128) + nudge.reshape(t.shape)
+            grad[i] = f(*inputs[:k], moved, *inputs[k + 1:]).imag / h
+        grads.append(grad.reshape(t.shape))
+    return tuple(grads)
 
 
 def _autograd_answers(way):
@@ -161,6 +206,20 @@ def _autograd_answers(way):
 @pytest.mark.parametrize("name", ["dJ_dsigma", "dsigma_dz", "dz_dw", "dz_db", "backward", "train_by_hand"])
 def test_autograd_fails_every_hand_derivative(name, way):
     fails(CHECKS[name], _autograd_answers(way)[name], "autograd", f"`{name}` used autograd", "derived by hand")
+
+
+@pytest.mark.parametrize("name", ["dJ_dsigma", "dsigma_dz", "dz_dw", "dz_db", "backward", "train_by_hand"])
+def test_the_complex_step_trick_fails_every_hand_derivative(name):
+    wrong = _autograd_answers(_by_complex_step)[name]
+    fails(CHECKS[name], wrong, "autograd", f"`{name}` computed a derivative numerically", "complex-step",
+          "derived by hand")
+
+
+@pytest.mark.parametrize("way", [_by_forward_ad, _by_func_jvp, _by_complex_step], ids=lambda w: w.__name__)
+def test_forward_mode_and_complex_step_answers_are_right_so_only_the_guard_refuses_them(way, monkeypatch):
+    monkeypatch.setattr(guard, "no_autograd", lambda: contextlib.nullcontext(None))
+    for name in ("dsigma_dz", "backward"):
+        passes(CHECKS[name], _autograd_answers(way)[name])
 
 
 def test_autograd_hidden_by_enable_grad_or_a_try_fails_too():

@@ -249,6 +249,12 @@ def _conclude(event, output, name, args, case, seconds, timeout_hint):
     error = event.get("error")
     if error and error.get("type") == "not callable":
         fail(f"`{name}` should be a function, but it is {error.get('message')}. Did you overwrite it?", kind="not a function")
+    if event.get("autograd") == guard.COMPLEX_STEP:
+        fail(
+            f"`{name}` computed a derivative numerically{where}: {event['autograd']}. This exercise asks for the "
+            "gradient derived by hand: write the formula you derived with real tensor operations.",
+            kind="autograd",
+        )
     if event.get("autograd"):
         fail(
             f"`{name}` used autograd{where}: {event['autograd']}. This exercise asks for the gradient derived by hand: "

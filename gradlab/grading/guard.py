@@ -9,9 +9,11 @@ Three nets, because none alone sees everything:
 - a saved-tensors pack hook: every operation that records a graph saves tensors for backward, whatever
   API started it (``requires_grad=True``, ``nn.Parameter``, a saved reference to ``autograd.grad``);
 - a torch-function mode: the explicit calls (``.backward()``, ``torch.autograd.grad``, ``requires_grad_``,
-  ``requires_grad=True``), including graphs whose operations save nothing (a plain sum);
+  ``requires_grad=True``), including graphs whose operations save nothing (a plain sum), and forward-mode
+  autograd (``make_dual``, which ``torch.autograd.forward_ad`` and ``torch.func.jvp``/``jacfwd`` go through);
 - a dispatch mode: PyTorch's own backward kernels called directly (``torch.ops.aten.sigmoid_backward``),
-  which compute a layer's gradient without any graph.
+  which compute a layer's gradient without any graph, and complex tensors: no exercise needs them, and the
+  complex-step trick (Im f(w + ih) / h) gives a derivative exact to rounding without deriving anything.
 
 Code in the same process can switch both off on purpose (``torch._C`` internals); the instructor's
 static scan of the submission (gradlab.instructor.scan) flags such code instead.
@@ -27,6 +29,10 @@ _GRADIENT_CALLS = {
     torch.autograd.grad: "torch.autograd.grad(...)",
     torch.autograd.backward: "torch.autograd.backward(...)",
 }
+
+
+# A reason that is a numerical derivative, not autograd: the student's message words it so (common._conclude).
+COMPLEX_STEP = "complex numbers (the complex-step trick computes a derivative numerically)"
 
 
 class AutogradUsed(BaseException):
@@ -56,6 +62,8 @@ class _ExplicitCalls(TorchFunctionMode):
         if func in _GRADIENT_CALLS:
             self.guard.stop(_GRADIENT_CALLS[func])
         name = getattr(func, "__name__", "")
+        if name == "_make_dual":
+            self.guard.stop("forward-mode autograd (make_dual: torch.autograd.forward_ad, torch.func.jvp or jacfwd)")
         if name == "requires_grad_" and (args[1] if len(args) > 1 else kwargs.get("requires_grad", True)):
             self.guard.stop(".requires_grad_()")
         if name == "__set__" and len(args) > 1 and args[1] is True:  # tensor.requires_grad = True
@@ -74,7 +82,10 @@ class _BackwardKernels(TorchDispatchMode):
         name = func.name()
         if "_backward" in name.split(".")[0]:  # also _softmax_backward_data and the like
             self.guard.stop(f"PyTorch's own backward kernel ({name.replace('::', '.')})")
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        if any(isinstance(t, torch.Tensor) and t.is_complex() for t in (out if isinstance(out, (tuple, list)) else (out,))):
+            self.guard.stop(COMPLEX_STEP)
+        return out
 
 
 @contextmanager

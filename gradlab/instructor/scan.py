@@ -4,7 +4,7 @@ The guard in the student's kernel (gradlab.grading.guard) fails a by-hand exerci
 code in the same process can switch it off on purpose. So the grader also reads what the student wrote: every
 exercise cell, and every code cell that is not in the lesson's source as released (added or edited), and lists
 what it finds for the instructor, cell by cell: autograd (except in exercises a lesson module lists in
-AUTOGRAD_ALLOWED), code that reaches into torch's or IPython's internals, and any rebinding of a name the
+AUTOGRAD_ALLOWED), complex numbers (the complex-step trick), code that reaches into torch's or IPython's internals, and any rebinding of a name the
 lesson's test cells import (``lesson03 = ...``, ``check_grad = ...``, ``import numpy as torch``). It flags;
 it does not take points: a flag is a reason to read the code, and the grade table and the class report show each one.
 """
@@ -23,6 +23,13 @@ AUTOGRAD_ATTRIBUTES = {
     "jacobian": "uses a Jacobian function", "hessian": "uses a Hessian function", "jacrev": "uses jacrev",
     "jacfwd": "uses jacfwd", "Parameter": "makes an nn.Parameter",
     "autograd_grads": "calls gradlab's autograd reference", "numerical_grads": "calls gradlab's finite differences",
+    "forward_ad": "uses forward-mode autograd", "make_dual": "uses forward-mode autograd (make_dual)",
+}
+# No exercise needs complex numbers; with them, Im f(w + ih) / h is a derivative computed, not derived.
+COMPLEX_NAMES = {
+    "complex": "uses complex numbers", "complex64": "uses complex numbers", "complex128": "uses complex numbers",
+    "cfloat": "uses complex numbers", "cdouble": "uses complex numbers", "view_as_complex": "uses complex numbers",
+    "cmath": "uses complex numbers (cmath)",
 }
 TAMPERING_NAMES = {
     "_C": "reaches into torch._C", "overrides": "uses torch.overrides", "TorchFunctionMode": "defines a torch-function mode",
@@ -43,7 +50,7 @@ TAMPERING_NAMES = {
 SUSPICIOUS_TEXT = ("gradlab", "saved_tensors", "vnd.gradlab")
 # Names that are autograd wherever they appear; other autograd words count only as attributes (x.backward()),
 # since the exercises themselves are functions named backward, grads, ...
-AUTOGRAD_NAMES = {"autograd_grads", "numerical_grads", "functorch", "enable_grad", "set_grad_enabled"}
+AUTOGRAD_NAMES = {"autograd_grads", "numerical_grads", "functorch", "enable_grad", "set_grad_enabled", "make_dual"}
 
 
 def flags(nb, source_path=None):
@@ -163,7 +170,7 @@ def _judge(node):
     if isinstance(node, ast.Attribute):
         names.append(node.attr)
     elif isinstance(node, ast.Name):
-        names.append(node.id if node.id in AUTOGRAD_NAMES | set(TAMPERING_NAMES) else "")
+        names.append(node.id if node.id in AUTOGRAD_NAMES | set(TAMPERING_NAMES) | set(COMPLEX_NAMES) else "")
     elif isinstance(node, (ast.Import, ast.ImportFrom)):
         module = getattr(node, "module", None) or ""
         names += [part for alias in node.names for part in (alias.name.split(".") + [alias.asname or ""])]
@@ -172,6 +179,8 @@ def _judge(node):
             yield "tampering", "imports the grader's checks (gradlab.grading)"
     elif isinstance(node, ast.keyword) and node.arg == "requires_grad":
         yield "autograd", "passes requires_grad="
+    elif isinstance(node, ast.Constant) and isinstance(node.value, complex):
+        yield "numerical", "uses complex numbers (an imaginary literal)"
     elif isinstance(node, ast.Constant) and isinstance(node.value, str):
         text = node.value.lower()
         for word in SUSPICIOUS_TEXT:
@@ -182,6 +191,8 @@ def _judge(node):
             yield "autograd", AUTOGRAD_ATTRIBUTES[name]
         if name in TAMPERING_NAMES:
             yield "tampering", TAMPERING_NAMES[name]
+        if name in COMPLEX_NAMES:
+            yield "numerical", COMPLEX_NAMES[name]
 
 
 def _autograd_allowed(nb):
