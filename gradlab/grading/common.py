@@ -122,6 +122,57 @@ def neuron_batch(gen, n, dtype, device):
     return x, y, scalar(gen, dtype, device, scale=2.0), scalar(gen, dtype, device)
 
 
+#: A case's label ends so when its parameters sit near the loss's minimum (``near_minimum``).
+NEAR_MINIMUM = "near the minimum"
+#: How much smaller than the sum of its terms' sizes a gradient is made there. Measured on lessons 2-3's cases
+#: (tests/test_near_minimum.py): six ways of writing the formula (loops and running means included) agree with
+#: autograd to 1e-10 of the gradient, a thousandth of float64's tolerance, while a central difference errs by 1e-6
+#: or more whatever its step (1e-3 to 1e-8): its error follows the size of the loss, not of the gradient. A
+#: fourth-order stencil with a well-chosen step can still pass (an expert's tool; the static scan does not see it).
+CANCELLATION = 1e6
+
+
+def near_minimum(losses, params, cancellation=CANCELLATION):
+    """0-dim float64 parameters near a stationary point of ``losses(*params).sum()`` (one loss per observation),
+    moved off it so that each partial derivative is 1/cancellation of the sum of its terms' sizes, Σ_i |∂loss_i/∂p|.
+
+    Newton's method with autograd's Hessian, in float64 on the CPU; the result is moved to each parameter's device.
+    Raises RuntimeError when it does not converge (the checks' seeds are chosen so that it does: a test keeps them so).
+    """
+    from torch.autograd.functional import hessian, jacobian
+
+    theta = torch.zeros(len(params), dtype=torch.float64)  # an unsaturated start: the minimum found is a tame one
+
+    def total(t):
+        return losses(*t).sum()
+
+    for _ in range(100):
+        step = torch.linalg.solve(hessian(total, theta), jacobian(total, theta))
+        theta = theta - step
+        if step.abs().max() <= 1e-14 * (1 + theta.abs().max()):
+            break
+    else:
+        raise RuntimeError("near_minimum: Newton's method did not converge")
+    if not theta.abs().max() <= 5:  # far out, every sigmoid saturates and the terms lose digits to rounding
+        raise RuntimeError(f"near_minimum: the stationary point found is far out ({theta.tolist()})")
+    sizes = jacobian(lambda t: losses(*t), theta).abs().sum(0)
+    theta = theta + torch.linalg.solve(hessian(total, theta), sizes / cancellation)
+    return [t.to(device=torch.as_tensor(p).device) for t, p in zip(theta, params)]
+
+
+def near_minimum_cases(seed, count=2, n=64):
+    """Yield (label, generator, n) for ``count`` float64 CPU cases whose parameters the check puts near_minimum."""
+    for i in range(count):
+        yield f"n={n}, float64, cpu, {NEAR_MINIMUM}", torch.Generator().manual_seed(seed * 1000 + 900 + i), n
+
+
+def neuron_near_minimum(gen, n, per_observation):
+    """x (n,), labels y (n,) and 0-dim w, b near a minimum of Σ_i per_observation(x, y, w, b)_i (lessons 2, 3)."""
+    x, y, w, b = neuron_batch(gen, n, torch.float64, torch.device("cpu"))
+    w, b = near_minimum(lambda w_, b_: per_observation(x, y, w_, b_), [w, b])
+    return x, y, w, b
+
+
 # --------------------------------------------------------------------------- comparing
 def check_grad(name, got, expected, case, **tolerance):
     """gradlab.check.check_grad, with the outcome kept for the instructor's report of the class's mistakes."""

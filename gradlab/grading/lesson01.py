@@ -155,6 +155,7 @@ def judge(exercise, runs, strict, *, hint=None, values_of=None, trace=None, wher
         for label, _, got, expected in runs:
             strict(label, got, expected)
         return results
+    _numerical_estimate(exercise, failing)
     (label, _, got, expected), first = failing[0]
     name = next(n for n in exercise.names if not first.comparisons[n].ok)
     seen = first.comparisons[name]
@@ -176,6 +177,38 @@ def judge(exercise, runs, strict, *, hint=None, values_of=None, trace=None, wher
         at = next((i for i, text in enumerate(lines) if text.startswith("  expected:")), len(lines))
         message = "\n".join(lines[:at] + [line] + lines[at:])
     fail_with_trace(message + suffix, kind, gradient, traced, case.label)
+
+
+ESTIMATE_CLOSE = 1e-2  # a central difference near the minimum is off by 1e-6 to 4e-3 of the gradient
+
+
+def _numerical_estimate(exercise, failing):
+    """Fail as a numerical estimate when the only failing cases are those near the minimum, and only just.
+
+    There the gradient is a millionth of the sum of its terms (common.near_minimum): a formula keeps its digits, as
+    autograd does, while an estimate from nudging a parameter and differencing the loss loses them, because its error
+    follows the size of the loss. Anything else a student gets wrong shows on the ordinary cases too."""
+    if not all(run[0].endswith(common.NEAR_MINIMUM) for run, _ in failing):
+        return
+    (label, _, _, _), result = failing[0]
+    for name in exercise.names:
+        seen = result.comparisons[name]
+        if seen.ok:
+            continue
+        got, expected = result.got.get(name), result.expected[name]
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape or not got.is_floating_point():
+            return
+        off = float(((got.detach().to(expected) - expected).abs().max() / expected.abs().max()))
+        if not off <= ESTIMATE_CLOSE:
+            return
+        common.fail(
+            f"{name} is right on every case but the one near the loss's minimum ({label}), where it is off by "
+            f"{off:.1g} of its size: expected {float(expected.reshape(-1)[0]):.12g}, got "
+            f"{float(got.detach().reshape(-1)[0]):.12g}. There the gradient is a millionth of the terms it sums: a "
+            "formula keeps its digits (hand formulas and autograd agree to about 1e-10 of it), but a finite-difference "
+            "estimate (nudge the parameter, difference the loss) loses them. This exercise asks for the gradient derived by "
+            "hand: write the formula you derived.",
+            kind="numerical", gradient=name)
 
 
 def where_line(trace):
@@ -310,6 +343,15 @@ def check_dsse_dw(dsse_dw):
         (expected,) = autograd_grads(lambda w_: reference_sse(torch.sigmoid(reference_linear(X, w_)), y), w)
         (trapped[label],) = autograd_grads(
             lambda w_: _reference_sse_trapped(torch.sigmoid(reference_linear(X, w_)), y), w)
+        with common.reference_helpers(dsse_dw, helpers):
+            got = common.call_student(dsse_dw, "dsse_dw", X, y, w, case=label)
+        runs.append((label, {"X": X, "y": y, "w": w}, got, expected))
+    for label, gen, n in common.near_minimum_cases(105):
+        X, y = _column(gen, n, torch.float64, "cpu"), common.labels(gen, n, torch.float64, "cpu")
+        (w,) = common.near_minimum(lambda w_: (torch.sigmoid(reference_linear(X, w_)).reshape(-1) - y) ** 2,
+                                   [torch.zeros((), dtype=torch.float64)])
+        (expected,) = autograd_grads(lambda w_: reference_sse(torch.sigmoid(reference_linear(X, w_)), y), w)
+        trapped[label] = expected
         with common.reference_helpers(dsse_dw, helpers):
             got = common.call_student(dsse_dw, "dsse_dw", X, y, w, case=label)
         runs.append((label, {"X": X, "y": y, "w": w}, got, expected))

@@ -175,6 +175,11 @@ def _check_partial(fn, name, what, which, seed):
         expected = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)[which]
         got = common.call_student(fn, name, x, y, w, b, case=label)
         runs.append((label, {"x": x, "y": y, "w": w, "b": b}, got, expected))
+    for label, gen, n in common.near_minimum_cases(seed):
+        x, y, w, b = common.neuron_near_minimum(gen, n, lambda x, y, w, b: (predict(x, w, b) - y) ** 2 / n)
+        expected = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)[which]
+        got = common.call_student(fn, name, x, y, w, b, case=label)
+        runs.append((label, {"x": x, "y": y, "w": w, "b": b}, got, expected))
     exercise = PARTIALS[which]
     judge(exercise, runs, lambda label, got, expected: check_scalar(what, got, expected, label),
           values_of=scalar_values(what), trace=lambda result, found: formula_trace(exercise, result, found))

@@ -219,9 +219,13 @@ def check_backward(backward):
     student's own, and a note names any of them that still gives wrong values.
     """
     done, runs = [], []
+    near = [(label, gen, n, None, None) for label, gen, n in common.near_minimum_cases(306)]
     with common.reference_helpers(backward, {name: REFERENCES[name] for name in HELPERS}):
-        for label, gen, n, dtype, device in common.cases(306):
-            x, y, w, b = common.neuron_batch(gen, n, dtype, device)
+        for label, gen, n, dtype, device in [*common.cases(306), *near]:
+            if label.endswith(common.NEAR_MINIMUM):
+                x, y, w, b = common.neuron_near_minimum(gen, n, lambda x, y, w, b: (torch.sigmoid(w * x + b) - y) ** 2 / n)
+            else:
+                x, y, w, b = common.neuron_batch(gen, n, dtype, device)
             z = w * x + b
             cache = (x, y, z, torch.sigmoid(z))
             expected = autograd_grads(lambda w_, b_: cost(x, y, w_, b_), w, b)

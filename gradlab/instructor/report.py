@@ -132,6 +132,8 @@ ADVICE = {
     # gradlab.grading.common: how a call of student code can fail
     "autograd": ("used autograd where the gradient was to be derived by hand", "say again why this exercise is by "
                                                                                "hand; the scan's flags below show where"),
+    "numerical": ("estimated the gradient numerically (finite differences) instead of deriving it",
+                  "show where a finite difference loses its digits: near a minimum the slope is tiny next to the loss"),
     "changed input": ("changed an input in place", "show `a -= b` against `a = a - b` on a tensor the caller still "
                                                    "needs"),
     "exception": ("wrote code that raised an error", "their feedback shows the error: a few minutes on reading "
