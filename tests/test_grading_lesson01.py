@@ -115,7 +115,27 @@ def test_a_sigmoid_that_works_only_on_columns_fails():
 
 
 def test_a_sigmoid_in_float32_for_float64_inputs_fails():
-    fails(lesson01.check_sigmoid, lambda z: torch.sigmoid(z).float(), "placement", "right values but is float32", "float64")
+    fails(lesson01.check_sigmoid, lambda z: (1 / (1 + torch.exp(-z))).float(), "placement", "right values but is float32",
+          "float64")
+
+
+@pytest.mark.parametrize("library, said", [
+    (torch.sigmoid, "torch's own sigmoid"),
+    (lambda z: torch.special.expit(z), "torch's own sigmoid"),
+    (lambda z: torch.nn.Sigmoid()(z), "torch's own sigmoid"),
+    (lambda z: z.sigmoid(), "torch's own sigmoid"),
+    (lambda z: torch.nn.functional.logsigmoid(z).exp(), "log-sigmoid"),
+    (lambda z: torch.nn.functional.silu(z) / z, "SiLU"),
+    (lambda z: torch.softmax(torch.stack([z, torch.zeros_like(z)]), dim=0)[0], "softmax"),
+])
+def test_torchs_own_sigmoid_is_not_writing_it(library, said):
+    fails(lesson01.check_sigmoid, library, "library", "`sigmoid` called", said, "write it yourself")
+
+
+def test_the_gradient_may_use_torchs_sigmoid():
+    passes(lesson01.check_dsse_dw, lambda X, y, w: (2 * (torch.sigmoid(X * w).reshape(-1) - y)
+                                                     * torch.sigmoid(X * w).reshape(-1)
+                                                     * (1 - torch.sigmoid(X * w).reshape(-1)) * X.reshape(-1)).sum())
 
 
 def test_a_sigmoid_that_overwrites_its_input_fails():

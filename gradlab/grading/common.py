@@ -219,7 +219,7 @@ class _OutOfTime(BaseException):
     """Raised inside the student's function when its time is up (a BaseException: `except Exception` cannot eat it)."""
 
 
-def call_student(fn, name, *args, case="", mutable=(), by_hand=True, seconds=None, timeout_hint=""):
+def call_student(fn, name, *args, case="", mutable=(), by_hand=True, seconds=None, timeout_hint="", refused=None):
     """Call the student's function ``name`` with ``args``; return what it returned, or fail saying what went wrong.
 
     mutable: positions of the arguments the function is meant to change in place (an optimiser step, a
@@ -227,6 +227,8 @@ def call_student(fn, name, *args, case="", mutable=(), by_hand=True, seconds=Non
       fails the check, naming it: the caller still needs the original.
     by_hand: the exercise asks for a gradient derived by hand, so any use of autograd inside fails it.
     seconds: a time limit for this call (SIGALRM, where the platform has it).
+    refused: {aten op name: "torch's own ... (torch.sigmoid)"} library functions the exercise asks to write itself
+      (guard.no_autograd; with by_hand).
     """
     t = trial.current()
     if t is not None and t.mode == "replay":
@@ -234,7 +236,7 @@ def call_student(fn, name, *args, case="", mutable=(), by_hand=True, seconds=Non
         _restore(args, mutable, event.get("state"))
         output = _replayed_output(event)
     else:
-        event, output = _call(fn, name, args, mutable, by_hand, seconds)
+        event, output = _call(fn, name, args, mutable, by_hand, seconds, refused)
         if t is not None and t.mode == "record":
             t.events.append(_for_record(event, output, args, mutable))
     if t is not None:
@@ -244,7 +246,7 @@ def call_student(fn, name, *args, case="", mutable=(), by_hand=True, seconds=Non
     return _conclude(event, output, name, args, case, seconds, timeout_hint)
 
 
-def _call(fn, name, args, mutable, by_hand, seconds):
+def _call(fn, name, args, mutable, by_hand, seconds, refused=None):
     event = {"name": name, "seconds": 0.0}
     if not callable(fn):
         event["error"] = {"type": "not callable", "message": type(fn).__name__}
@@ -255,7 +257,7 @@ def _call(fn, name, args, mutable, by_hand, seconds):
     started = time.perf_counter()
     usage = contextlib.nullcontext(None)
     try:
-        with (guard.no_autograd() if by_hand else usage) as watch, _time_limit(seconds):
+        with (guard.no_autograd(refused) if by_hand else usage) as watch, _time_limit(seconds):
             try:
                 output = fn(*args)
             finally:
@@ -300,6 +302,12 @@ def _conclude(event, output, name, args, case, seconds, timeout_hint):
     error = event.get("error")
     if error and error.get("type") == "not callable":
         fail(f"`{name}` should be a function, but it is {error.get('message')}. Did you overwrite it?", kind="not a function")
+    if str(event.get("autograd")).startswith(guard.LIBRARY):
+        fail(
+            f"`{name}` called {event['autograd']}{where}. This exercise asks you to write it yourself, from the "
+            "formula in its docstring, with elementary tensor operations (torch.exp, +, /, **, .sum(), ...).",
+            kind="library",
+        )
     if event.get("autograd") == guard.COMPLEX_STEP:
         fail(
             f"`{name}` computed a derivative numerically{where}: {event['autograd']}. This exercise asks for the "

@@ -260,6 +260,17 @@ def helpers_note(fn, name, args, expected, helpers, case):
 
 
 # --------------------------------------------------------------------------- the checks
+#: Exercise 2 says "use torch.exp, not torch.sigmoid": torch's own functions (aten ops) that compute σ for the student.
+#: (SSE and MSE say no such thing: F.mse_loss with the shapes made to agree is a right answer there.)
+SIGMOID_OPS = {
+    "aten::sigmoid": "torch's own sigmoid (torch.sigmoid, F.sigmoid, torch.special.expit or nn.Sigmoid)",
+    "aten::log_sigmoid_forward": "torch's own log-sigmoid (F.logsigmoid)",
+    "aten::silu": "torch's own SiLU (F.silu, x·σ(x))",
+    "aten::_softmax": "torch's own softmax (σ is a softmax over two values)",
+    "aten::_log_softmax": "torch's own log-softmax (σ is a softmax over two values)",
+}
+
+
 @common.graded
 def check_linear(linear):
     """linear(X, w, b=0.0) -> X·w + b, shape (N, 1); w and b numbers or 0-dim tensors, b left out meaning 0."""
@@ -286,11 +297,13 @@ def check_sigmoid(sigmoid):
             z = common.randn(gen, *(shape or (1,)), dtype=dtype, device=device, scale=4.0).reshape(shape)
             case = f"{label}, shape {shape}"
             expected = torch.sigmoid(z)
-            common.check_tensor("σ(z)", common.call_student(sigmoid, "sigmoid", z, case=case), expected, case)
+            got = common.call_student(sigmoid, "sigmoid", z, case=case, refused=SIGMOID_OPS)
+            common.check_tensor("σ(z)", got, expected, case)
         z = torch.tensor([-30.0, -5.0, -1.0, 0.0, 1.0, 5.0, 30.0], dtype=dtype, device=device)
         case = f"{label}, z = −30, −5, −1, 0, 1, 5, 30"
         expected = torch.sigmoid(z)
-        common.check_tensor("σ(z)", common.call_student(sigmoid, "sigmoid", z, case=case), expected, case)
+        got = common.call_student(sigmoid, "sigmoid", z, case=case, refused=SIGMOID_OPS)
+        common.check_tensor("σ(z)", got, expected, case)
 
 
 def _predictions_and_labels(gen, n, dtype, device):

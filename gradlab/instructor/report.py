@@ -132,6 +132,8 @@ ADVICE = {
     # gradlab.grading.common: how a call of student code can fail
     "autograd": ("used autograd where the gradient was to be derived by hand", "say again why this exercise is by "
                                                                                "hand; the scan's flags below show where"),
+    "library": ("called torch's own function where the exercise asks to write it", "point at the docstring's "
+                "formula: the exercise is writing it from elementary operations"),
     "numerical": ("estimated the gradient numerically (finite differences) instead of deriving it",
                   "show where a finite difference loses its digits: near a minimum the slope is tiny next to the loss"),
     "changed input": ("changed an input in place", "show `a -= b` against `a = a - b` on a tensor the caller still "
