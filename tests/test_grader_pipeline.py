@@ -8,7 +8,9 @@ import csv
 import html
 import json
 import re
+import sys
 import zipfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -155,6 +157,11 @@ STUDENTS = {
                        {"test_square": 0, "test_cube": 2}),
     "m-edited-test": (edited_test, {"test_square": 0, "test_cube": 2}),
     "n-links-outside": (lambda nb: nb, {"test_square": 1, "test_cube": 2}),  # + a symlink to a file of the grader
+    # the notebook itself a symlink: to a solved notebook of the grader's (a solution), to another student's
+    "o-notebook-links-out": (None, {"test_square": 0, "test_cube": 0}),
+    "p-notebook-links-to-a-classmate": (None, {"test_square": 0, "test_cube": 0}),
+    # a dangling notebook link into a folder of the grader's: that folder's own links must stay
+    "q-link-points-the-hook-elsewhere": (lambda nb: nb, {"test_square": 1, "test_cube": 2}),
 }
 OUTSIDE_SECRET = "the grader's own file, never to reach a student"
 
@@ -165,6 +172,8 @@ def submit_all(course, students):
         folder = course.root / "submitted" / student / "tiny"
         folder.mkdir(parents=True)
         target = folder / "tiny.ipynb"
+        if make is None:
+            continue  # a link, made below once every other student's notebook is in place
         if isinstance(make, bytes):
             target.write_bytes(make)
         elif isinstance(make, str):
@@ -176,6 +185,18 @@ def submit_all(course, students):
             secret.write_text(OUTSIDE_SECRET)
             (folder / "notes.txt").symlink_to(secret)
             (folder / "own.txt").write_text("the student's own file")
+        if student == "q-link-points-the-hook-elsewhere":
+            elsewhere = course.root / "graders-folder"
+            elsewhere.mkdir()
+            (elsewhere / "python").symlink_to(sys.executable)
+            (folder / "zzz.ipynb").symlink_to(elsewhere / "anything.ipynb")
+    solved_outside = course.root / "graders-solved-tiny.ipynb"
+    nbformat.write(solved(released), solved_outside)
+    if "o-notebook-links-out" in students:
+        (course.root / "submitted" / "o-notebook-links-out" / "tiny" / "tiny.ipynb").symlink_to(solved_outside)
+    if "p-notebook-links-to-a-classmate" in students:
+        (course.root / "submitted" / "p-notebook-links-to-a-classmate" / "tiny" / "tiny.ipynb").symlink_to(
+            Path("..", "..", "a-correct", "tiny", "tiny.ipynb"))
 
 
 def gradebook_dump(course):
@@ -272,7 +293,8 @@ def test_an_unreadable_file_is_reported_for_that_student_only(graded, student, r
     original = course.root / "submitted" / student / "tiny" / "tiny.ipynb"
     assert original.read_bytes() == (STUDENTS[student][0] if isinstance(STUDENTS[student][0], bytes)
                                      else STUDENTS[student][0].encode()), "the submitted file is left as it was"
-    assert len(re.findall("is not a readable notebook", log)) == 3, "only the three unreadable files are reported"
+    assert len(re.findall("is not a readable notebook", log)) == 5, \
+        "only the three unreadable files and the two notebooks that were links out are reported"
 
 
 def test_memory_hog_is_stopped_and_the_run_goes_on(graded):
@@ -318,6 +340,24 @@ def test_a_submitted_link_to_a_file_of_the_grader_is_removed_before_it_is_copied
             assert OUTSIDE_SECRET not in path.read_text(errors="replace"), f"{path} carries the grader's file"
     assert (course.root / "autograded" / "n-links-outside" / "tiny" / "own.txt").exists(), "the student's files stay"
     assert "removed the symlink notes.txt, which points outside the submission" in log
+
+
+def test_a_notebook_that_is_a_link_out_of_the_submission_is_graded_as_unreadable_and_says_why(graded):
+    course, log = graded
+    for student, target in (("o-notebook-links-out", "graders-solved-tiny.ipynb"),
+                            ("p-notebook-links-to-a-classmate", "a-correct")):
+        text = feedback_text(course, student)
+        assert "could not be read" in text and "symbolic link to a file outside your submission" in text, text
+        assert f"{student}/tiny: removed the symlink tiny.ipynb" in log and target in log
+        assert not (course.root / "submitted" / student / "tiny" / "tiny.ipynb").is_symlink()
+    assert (course.root / "submitted" / "a-correct" / "tiny" / "tiny.ipynb").read_text().startswith("{"), \
+        "the classmate's notebook is untouched"
+
+
+def test_the_link_clean_up_never_leaves_the_submission_folder(graded):
+    course, log = graded
+    assert (course.root / "graders-folder" / "python").is_symlink(), "a link in a folder of the grader's was removed"
+    assert "q-link-points-the-hook-elsewhere/tiny: removed the symlink zzz.ipynb" in log
 
 
 def test_export_lists_every_student(graded):

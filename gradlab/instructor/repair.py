@@ -38,7 +38,10 @@ class ReadableNotebookExporter(NotebookExporter):
 
     def from_file(self, file_stream, resources=None, **kw):
         try:
-            nb = nbformat.read(file_stream, as_version=4)
+            text = file_stream.read()
+            if isinstance(text, str) and text.startswith(LINK_MARKER):
+                raise _RemovedLink(text[len(LINK_MARKER):].strip())
+            nb = nbformat.reads(text, as_version=4)
         except Exception as err:  # whatever a student's file holds; the log and the feedback say what
             path = getattr(file_stream, "name", "the submitted notebook")
             reason = unreadable_reason(err)
@@ -51,8 +54,19 @@ class ReadableNotebookExporter(NotebookExporter):
         return self.from_notebook_node(nb, resources=resources, **kw)
 
 
+# What drop_outside_links leaves in place of a submitted notebook that was a symlink out of the submission.
+LINK_MARKER = "gradlab: this notebook was a symbolic link out of the submission, to "
+
+
+class _RemovedLink(Exception):
+    pass
+
+
 def unreadable_reason(err):
     """One line a student can act on: where the JSON breaks, or what else is wrong with the file."""
+    if isinstance(err, _RemovedLink):
+        return (f"a symbolic link to a file outside your submission ({err}), not a notebook: the grader reads "
+                "only files handed in")
     cause = err.__cause__ if isinstance(err.__cause__, json.JSONDecodeError) else err
     if isinstance(cause, json.JSONDecodeError):
         return f"not valid JSON: {cause.msg} (line {cause.lineno}, column {cause.colno})"
@@ -232,12 +246,21 @@ def drop_outside_links(assignment=None, student=None, notebooks=(), **_):
     nbgrader copies a submission's other files into autograded/ (and from there into the feedback) following
     symlinks, with the grader's rights: a submitted link to a file of the grader's machine would bring that file's
     content to the student. Such a link can come from an exchange or an archive; nothing in a lesson needs one.
+    The submission folder is the folder the notebooks were collected in, never where a link leads (a notebook
+    that is itself a link must not move the clean-up elsewhere); a notebook that was such a link is replaced by a
+    short text that the exporter grades as an unreadable notebook, saying why.
     """
     log = get_logger()  # the running nbgrader app's log, so the message lands where its others do
-    folders = {Path(nb).resolve().parent for nb in notebooks}
-    for folder in folders:
-        for path in sorted(folder.rglob("*")):
-            if path.is_symlink() and folder not in Path(os.path.realpath(path)).parents:
+    for folder in sorted({Path(os.path.abspath(nb)).parent for nb in notebooks}):
+        inside = Path(os.path.realpath(folder))
+        for root, dirs, files in os.walk(folder):  # never into a linked folder
+            for name in sorted(dirs + files):
+                path = Path(root) / name
+                if not path.is_symlink() or inside in Path(os.path.realpath(path)).parents:
+                    continue
+                target = os.readlink(path)
                 log.warning("%s: removed the symlink %s, which points outside the submission (to %s).",
-                            folder, path.relative_to(folder), os.readlink(path))
+                            folder, path.relative_to(folder), target)
                 path.unlink()
+                if path.suffix == ".ipynb":
+                    path.write_text(LINK_MARKER + target + "\n")
