@@ -160,3 +160,23 @@ def _kill_a_busy_worker(address, process, killed, seconds=120):
                 killed.set()
                 return
             time.sleep(0.2)
+
+
+def test_no_file_of_this_machine_travels_to_a_worker_as_the_students(tmp_path):
+    """The coordinator reads submissions with the grader's rights: a link out of one is removed before reading,
+    and a notebook that was such a link travels as the text plain autograde grades as unreadable."""
+    from gradlab.instructor.repair import LINK_MARKER
+
+    secret = tmp_path / "graders-secret.txt"
+    secret.write_text("the grader's own file")
+    folder = tmp_path / "submitted" / "mallory" / "03-backprop-by-hand"
+    (folder / "data").mkdir(parents=True)
+    (folder / "backprop-by-hand.ipynb").symlink_to(secret)
+    (folder / "notes.txt").symlink_to(secret)
+    (folder / "data" / "own.txt").write_text("the student's own file")
+    (folder / "inside.txt").symlink_to(folder / "data" / "own.txt")
+    files = parallel.submitted_files(tmp_path, "mallory", "03-backprop-by-hand")
+    assert not any(b"grader's own" in content for content in files.values()), files
+    assert files["backprop-by-hand.ipynb"].decode().startswith(LINK_MARKER)
+    assert files["data/own.txt"] == files["inside.txt"] == b"the student's own file"
+    assert "notes.txt" not in files and secret.read_text() == "the grader's own file"

@@ -42,7 +42,7 @@ from sqlalchemy.exc import SAWarning
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from . import records
+from . import records, repair
 
 EXECUTE = "gradlab.instructor.execute.TrustedExecute"
 STASH = "gradlab.instructor.parallel.Stash"
@@ -161,7 +161,10 @@ def grade_one(task):
 
 
 def submitted_files(root, student, assignment):
+    """A submission's files, read here with the grader's rights: links out of it are removed first, as plain
+    autograde does (repair.clean_links), so that no file of this machine travels to a worker as the student's."""
     folder = Path(root) / "submitted" / student / assignment
+    repair.clean_links(folder)
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 

@@ -250,17 +250,22 @@ def drop_outside_links(assignment=None, student=None, notebooks=(), **_):
     that is itself a link must not move the clean-up elsewhere); a notebook that was such a link is replaced by a
     short text that the exporter grades as an unreadable notebook, saying why.
     """
-    log = get_logger()  # the running nbgrader app's log, so the message lands where its others do
     for folder in sorted({Path(os.path.abspath(nb)).parent for nb in notebooks}):
-        inside = Path(os.path.realpath(folder))
-        for root, dirs, files in os.walk(folder):  # never into a linked folder
-            for name in sorted(dirs + files):
-                path = Path(root) / name
-                if not path.is_symlink() or inside in Path(os.path.realpath(path)).parents:
-                    continue
-                target = os.readlink(path)
-                log.warning("%s: removed the symlink %s, which points outside the submission (to %s).",
-                            folder, path.relative_to(folder), target)
-                path.unlink()
-                if path.suffix == ".ipynb":
-                    path.write_text(LINK_MARKER + target + "\n")
+        clean_links(folder)
+
+
+def clean_links(folder):
+    """Remove the symlinks under a submission ``folder`` that lead out of it (see drop_outside_links)."""
+    log = get_logger()  # the running nbgrader app's log, so the message lands where its others do
+    inside = Path(os.path.realpath(folder))
+    for root, dirs, files in os.walk(folder):  # never into a linked folder
+        for name in sorted(dirs + files):
+            path = Path(root) / name
+            if not path.is_symlink() or inside in Path(os.path.realpath(path)).parents:
+                continue
+            target = os.readlink(path)
+            log.warning("%s: removed the symlink %s, which points outside the submission (to %s).",
+                        folder, path.relative_to(folder), target)
+            path.unlink()
+            if path.suffix == ".ipynb":
+                path.write_text(LINK_MARKER + target + "\n")
