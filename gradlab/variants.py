@@ -93,6 +93,12 @@ def _is_float(t):
     return isinstance(t, torch.Tensor) and t.is_floating_point()
 
 
+def _grad64(t):
+    """A student's gradient as float64 on the CPU, whatever its dtype: a bool mask or an integer tensor is compared by
+    its values (and told apart by its dtype elsewhere), never subtracted as it is."""
+    return t.detach().to(device="cpu", dtype=torch.float64)
+
+
 # =========================================================================== variants
 @dataclass
 class Variant:
@@ -754,15 +760,19 @@ class Exercise:
 
     wrt: the leaf (or leaves) whose gradient the student computes; name: how the message calls it (or a tuple of
     names); select: optional function applied to a full gradient (e.g. ``lambda g: g[0]`` for ∂L/∂w1).
+    atol: optional function of a case's inputs giving the absolute rounding a right answer can carry there when it
+    follows an input's size rather than the gradient's (softmax's gradient from log-probabilities of logits near
+    ±400); a case is then judged with the larger of it and compare's default atol.
     """
 
-    def __init__(self, graph, wrt, name=None, select=None):
+    def __init__(self, graph, wrt, name=None, select=None, atol=None):
         self.graph = graph
         self.wrt = (wrt,) if isinstance(wrt, str) else tuple(wrt)
         if name is None:
             name = tuple(graph.names.grad(w) for w in self.wrt)
         self.names = (name,) if isinstance(name, str) else tuple(name)
         self.select = select or (lambda g: g)
+        self.atol = atol
         if len(self.names) != len(self.wrt):
             raise ValueError("one name per gradient")
 
@@ -770,7 +780,7 @@ class Exercise:
         """The same computation grading one of its gradients (for a check that compares them one at a time)."""
         if name not in self.names:
             raise KeyError(f"{name!r} is not one of {self.names}")
-        return Exercise(self.graph, self.wrt[self.names.index(name)], name=name, select=self.select)
+        return Exercise(self.graph, self.wrt[self.names.index(name)], name=name, select=self.select, atol=self.atol)
 
     # ---------------------------------------------------------------- per case
     def expected(self, inputs):
@@ -782,8 +792,15 @@ class Exercise:
     def compare_case(self, label, inputs, got, expected=None):
         got = self._as_dict(got)
         expected = self.expected(inputs) if expected is None else expected
-        comparisons = {n: compare(n, got.get(n), expected[n]) for n in self.names}
+        comparisons = {n: compare(n, got.get(n), expected[n], atol=self.atol_for(inputs, got.get(n), expected[n]))
+                       for n in self.names}
         return CaseResult(label, inputs, got, expected, comparisons)
+
+    def atol_for(self, inputs, got, expected):
+        """compare's atol for one gradient of one case: its default (None) unless ``atol`` declares more."""
+        if self.atol is None:
+            return None
+        return max(_tolerance(got, expected)[1] * diagnose.scale_of(_f64(expected)), float(self.atol(inputs)))
 
     def _as_dict(self, got):
         if isinstance(got, dict) and set(self.names) <= set(got):
@@ -1052,7 +1069,7 @@ def _fits(variant, at, result):
         got, exp = result.got[name], result.expected[name]
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(exp.shape):
             return False, 0, None
-        g, e = _f64(got), _f64(exp)
+        g, e = _grad64(got), _f64(exp)
         parts.append((name, g, e, value, basis, _tolerance(got, exp)))
         if basis is not None:
             num += float(((g - value) * basis).sum())
@@ -1131,7 +1148,7 @@ def _count_wrong(result):
             continue
         got, exp = result.got[n], result.expected[n]
         if isinstance(got, torch.Tensor) and got.shape == exp.shape:
-            g, e = _f64(got), _f64(exp)
+            g, e = _grad64(got), _f64(exp)
             rtol, atol_rel = _tolerance(got, exp)
             total += int(((g - e).abs() > atol_rel * diagnose.scale_of(e) + rtol * e.abs()).sum())
         else:
@@ -1233,7 +1250,7 @@ def locate(graph, inputs, grads=None, helpers=None, diagnosis=None):
     dtype = _coarsest([*inputs.values(), *given.values()])
     if helpers is not None:
         return _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges, dtype)
-    grads = {k: _f64(v) for k, v in given.items()}
+    grads = {k: _grad64(v) for k, v in given.items()}
     return _trace_from_grads(graph, values, ref, grads, order, edges, dtype, diagnosis)
 
 
@@ -1444,7 +1461,7 @@ def _trace_from_helpers(graph, values, ref, upstream, helpers, order, edges, dty
             out = op.vjp(values, g)
         for name, d in (out or {}).items():
             if isinstance(d, torch.Tensor) and name in ref and tuple(d.shape) == tuple(ref[name].shape):
-                d = _f64(d)
+                d = _grad64(d)
                 chain[name] = chain[name] + d if name in chain else d
     first, diagnosis, marks, notes = None, None, {}, {}
     for t in order:

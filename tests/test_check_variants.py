@@ -577,3 +577,18 @@ def test_locate_marks_where_a_mistake_found_over_several_cases_is():
     assert trace.first == "z" and trace.diagnosis is found
     assert {n.name: n.status for n in trace.nodes} == {"J": "right", "s": "unknown", "z": "wrong", "w": "consequence",
                                                        "b": "consequence"}  # b: not given, but it would follow too
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64])
+def test_a_mask_returned_as_the_gradient_is_diagnosed_by_its_values_never_a_crash(dtype):
+    """A bool or integer gradient (the mask x > 0 returned as it is) is compared by its values: the diagnosis, the
+    most informative case and the backward pass drawn name it, with no RuntimeError from subtracting a bool."""
+    kind, message = diagnosed("L5.relu_backward", {"relu_backward": lambda d, x: (x > 0).to(dtype)})
+    assert kind == "no_upstream", message
+    spec = SPECS["L5.relu_backward"]
+    answer = spec.answer({**E.RIGHT["L5.relu_backward"], "relu_backward": lambda d, x: (x > 0).to(dtype)})
+    results = [spec.exercise.compare_case(label, inputs, answer(**inputs)) for label, inputs in spec.cases]
+    case = V.informative_case(results)
+    assert case is not None and not case.ok
+    trace = V.locate(spec.exercise.graph, case.inputs, grads={"x": case.got["dx"]})
+    assert trace.first == "x", [(n.name, n.status) for n in trace.nodes]

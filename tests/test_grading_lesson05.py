@@ -356,6 +356,23 @@ def test_relu_backward_slips_are_named(wrong, kind, hint):
     assert "(n=64" in message.splitlines()[0]
 
 
+@pytest.mark.parametrize("wrong, kind, needles", [
+    (lambda d, x: x > 0, "no_upstream", ["dx is a bool tensor", "that is a mask", "multiply the upstream gradient dout"]),
+    (lambda d, x: (x > 0).long(), "type", ["dx holds int64 values", "a gradient holds real numbers"]),
+    (lambda d, x: (d * (x > 0)).to(torch.int32), "type", ["dx holds int32 values"]),
+])
+def test_a_relu_backward_returning_a_mask_is_told_so_never_a_crash(wrong, kind, needles):
+    """The mask itself (bool, or integers) is no gradient: said plainly, not a RuntimeError from the diagnosis."""
+    fails(lesson05.check_relu_backward, relu_forward, wrong, kind=kind, needles=needles)
+
+
+def test_a_bool_gradient_of_another_layer_fails_without_a_crash():
+    def bool_dW(dout, cache):
+        x, W, b = cache
+        return dout @ W.T, (x.T @ dout) > 0, dout.sum(0)
+    fails(lesson05.check_linear_backward, linear_forward, bool_dW, "dW", needles=["dW is wrong"])
+
+
 @pytest.mark.parametrize("wrong, kind, hint", [
     (lambda d, s: s * (1 - s), "no_upstream", "the local derivative σ'(x) alone, not multiplied by the upstream "
                                               "gradient dout"),
@@ -618,6 +635,19 @@ def test_a_slip_inside_the_network_is_placed_at_its_first_wrong_gradient_and_dra
     for needle in needles + ["so the mistake is in `two_layer_loss_and_grads` itself"]:
         assert needle in message, message
     assert verdict.figure and 'id="grad-' in verdict.figure and "first wrong" in verdict.figure
+
+
+def test_an_inline_mask_at_zero_in_the_network_is_named():
+    """A dead hidden unit (a zero column of W1 and a zero entry of b1) puts exact zeros in z1 in the cases with n > 1:
+    a mask z1 >= 0 written inside the network fails there and is named; z1 > 0 and a1 > 0 pass."""
+    message, verdict = diagnosed(lesson05.check_two_layer_loss_and_grads,
+                                 _network_with("dz1 = relu_backward(da1, cache2)", "dz1 = da1 * (z1 >= 0)"))
+    assert verdict.kind == "mask_at_zero", message
+    for needle in ["where z1 is exactly 0 it passes da1 through", "use z1 > 0, not z1 >= 0",
+                   "The first wrong gradient is dz1 (a step inside your function)"]:
+        assert needle in message, message
+    for right in ("dz1 = da1 * (z1 > 0)", "dz1 = da1 * (a1 > 0)"):
+        passes(lesson05.check_two_layer_loss_and_grads, _network_with("dz1 = relu_backward(da1, cache2)", right))
 
 
 def test_a_network_mistake_that_is_no_usual_slip_is_not_given_one():

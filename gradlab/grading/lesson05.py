@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from gradlab import variants as V
 from gradlab.check import autograd_grads, compare, numerical_grads
+from gradlab.diagnose import dtype_name
 from gradlab.grading import common
 from gradlab.grading.lesson01 import fail_with_trace, formula_trace, judge
 
@@ -292,6 +293,7 @@ class _Layer:
             graded = [(case.label, self.inputs_of(case), got, {n: case.expected[n] for n in self.picked})
                       for case, got in runs]
             if self.layer == "relu":
+                _not_a_mask(graded)
                 _only_at_zero(graded)
             grade(self.exercise, graded, lambda label, got, expected: self.strict(
                 next(case for case in cases if case.label == label), got), answer=self.answer)
@@ -314,6 +316,25 @@ class _Layer:
             if _tried(lambda: self.strict(case, self.call(case.dout, own, case.label))) is not None:
                 return False, other
         return True, other
+
+
+def _not_a_mask(runs):
+    """A dx that is a bool or integer tensor (the mask returned as it is): say so, before any values."""
+    for label, _, got, _ in runs:
+        message, kind = mask_message(got["dx"], label)
+        if message:
+            common.fail(message, kind=kind, gradient="dx")
+
+
+def mask_message(dx, label):
+    """(the message, the kind) for a gradient that is a bool or integer tensor; (None, None) for any other answer."""
+    if not isinstance(dx, torch.Tensor) or dx.is_floating_point() or dx.is_complex():
+        return None, None
+    if dx.dtype == torch.bool:
+        return (f"dx is a bool tensor ({label}): that is a mask (where x is positive), not the gradient. The mask says "
+                f"where the gradient passes: multiply the upstream gradient dout by it, elementwise.", "no_upstream")
+    return (f"dx holds {dtype_name(dx.dtype)} values ({label}): a gradient holds real numbers, in dout's dtype. "
+            f"Multiply the upstream gradient dout by the mask, elementwise.", "type")
 
 
 def _only_at_zero(runs):
@@ -476,6 +497,9 @@ def _two_layer_cases():
             "W2": common.randn(gen, h, 1, dtype=dtype, device=device),
             "b2": common.randn(gen, 1, dtype=dtype, device=device, scale=0.5),
         }
+        if n > 1:  # a dead hidden unit: z1[:, 0] is exactly 0, where ReLU's slope is 0 (a mask z1 >= 0 shows there)
+            params["W1"][:, 0] = 0.0
+            params["b1"][0] = 0.0
         loss = two_layer_loss(X, y, params)
         grads = autograd_grads(lambda *p: two_layer_loss(X, y, dict(zip(LAYER_NAMES, p))),
                                *(params[k] for k in LAYER_NAMES))
