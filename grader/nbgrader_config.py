@@ -34,6 +34,7 @@ c.Autograde.sanitize_preprocessors = [
 ]
 c.Autograde.autograde_preprocessors = [
     "gradlab.instructor.execute.TrustedExecute",  # instead of Execute: sandboxed kernel, test cells scored by the grader
+    "gradlab.instructor.sanitize.CleanMarkdown",  # a student's markdown, safe in the formgrader (no scripts)
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -59,6 +60,10 @@ c.GenerateFeedback.preprocessors = [
 # with no network (`make setup` fetches it; c.FeedbackExporter.mathjax_file says where it is).
 # Set on FeedbackExporter, not HTMLExporter, so that the formgrader's own pages keep nbgrader's templates.
 c.GenerateFeedback.exporter_class = "gradlab.instructor.feedback.FeedbackExporter"
+# A student's notebook is untrusted HTML: the formgrader (nbconvert's HTMLExporter) and the feedback pages keep
+# its markdown and outputs' HTML only after nbconvert's sanitizer, so that no script of theirs runs in the
+# instructor's browser (on the Jupyter server's origin, with the instructor's session).
+c.HTMLExporter.sanitize_html = True
 c.FeedbackExporter.template_name = "gradlab_feedback"
 
 # --- nbgrader zip_collect: files downloaded from an LMS ----------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 from course import LESSON3_TIMEOUT_S, ROOT, Course
 from gradlab.instructor.mathjax import default_path
@@ -178,6 +178,64 @@ def _noisy(nb):
     return nb
 
 
+# Every exercise publishes, from a thread, a record of its check made with the grader's own references (autograd,
+# the guard suspended), before the check's own record; then returns nothing.
+FORGES_RECORDS = '''
+import json, threading
+from IPython.display import publish_display_data
+from gradlab.grading import common, lesson03, trial
+
+def _forge(name):
+    reference = {"forward": lesson03.reference_forward, "train_by_hand": lesson03.reference_training}.get(
+        name) or getattr(lesson03, "reference_" + name)
+    box = []
+    def work():
+        box.append(trial.record_here(getattr(lesson03, "check_" + name), common._unguarded(reference)))
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    if box:
+        publish_display_data({trial.MIME: json.dumps(box[0], allow_nan=True), "text/plain": "(record)"})
+'''
+FORGED = ("forward", "dJ_dsigma", "dsigma_dz", "dz_dw", "dz_db", "backward", "train_by_hand")
+
+# backward by autograd in a thread of its own (torch's guard nets are per thread).
+AUTOGRAD_IN_A_THREAD = """x, y, z, s = cache
+import threading
+box = []
+def work():
+    w0 = torch.zeros((), dtype=z.dtype, requires_grad=True)
+    b0 = torch.zeros((), dtype=z.dtype, requires_grad=True)
+    box.append(torch.autograd.grad(((torch.sigmoid(z + w0 * x + b0) - y) ** 2).mean(), (w0, b0)))
+worker = threading.Thread(target=work)
+worker.start()
+worker.join()
+return box[0] if box else (torch.zeros(()), torch.zeros(()))"""
+
+# Records from a cell that is no test: each is read by the grader, which kept every one in memory.
+RECORD_FLOOD = '''
+from IPython.display import publish_display_data
+record = '{"version": 1, "check": "lesson03.check_forward", "events": [], "pad": "' + "A" * 1_000_000 + '"}'
+for _ in range(40):
+    publish_display_data({"application/vnd." + "gradlab.record+json": record})
+'''
+
+
+# HTML and script where the instructor's formgrader renders them: an output, and a markdown cell of its own.
+SCRIPT_IN_OUTPUTS = '''
+from IPython.display import HTML, Javascript, display
+display(HTML('<img src=x onerror="document.title=\\'XSS-HTML\\'"><script>window.XSS_SCRIPT = 1</script>'))
+display(Javascript("window.XSS_JS = 1"))
+'''
+SCRIPT_IN_MARKDOWN = '<img src=x onerror="window.XSS_MD = 1"> <script>window.XSS_MD_SCRIPT = 1</script> my notes'
+
+
+def _with_scripts(nb):
+    nb.cells.insert(1, new_code_cell(SCRIPT_IN_OUTPUTS))
+    nb.cells.insert(1, new_markdown_cell(SCRIPT_IN_MARKDOWN))
+    return nb
+
+
 def _at_top(nb, code):
     nb.cells.insert(1, new_code_cell(code))
     return nb
@@ -222,6 +280,12 @@ def students(course, port):
         "o-quotes-hidden": (lambda st, so: _after(solved(st, so, dz_dw=QUOTING_DZ_DW, dz_db=WARNING_DZ_DB),
                                                   "test_dz_db", PRINTS_HISTORY),
                             {"test_dz_dw": 0, "test_forward": full, "test_dz_db": full}),
+        "p-forges-records": (lambda st, so: _at_top(solved(st, so, **{n: f"return _forge({n!r})" for n in FORGED}),
+                                                    FORGES_RECORDS), blank),
+        "q-autograd-in-a-thread": (lambda st, so: solved(st, so, backward=AUTOGRAD_IN_A_THREAD),
+                                   {**{t: full for t in TESTS[:5]}, "test_backward": 0}),
+        "r-record-flood": (blank_with(RECORD_FLOOD), blank),
+        "s-scripts-for-the-instructor": (lambda st, so: _with_scripts(examples._blank(st, so)), blank),
         "zz-honest": (lambda st, so: solved(st, so), {t: full for t in TESTS}),
     }
 
@@ -370,3 +434,35 @@ def test_a_warning_on_stderr_costs_nothing(graded):
     text = _printed(_autograded(course, "o-quotes-hidden"))
     assert "must not cost the cell" in text
     assert course.cell_scores("o-quotes-hidden", ASSIGNMENT, NOTEBOOK)["test_dz_db"][0] > 0
+
+
+def test_forged_records_and_autograd_in_a_thread_are_named(graded):
+    course = graded[0]
+    for cell in _autograded(course, "p-forges-records").cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") in TESTS:
+            verdict = str(cell.outputs[-1].get("evalue", ""))
+            # the real record came too, or the forging thread ran under the check's guard
+            assert "published records of its own" in verdict or "used autograd" in verdict, verdict
+    threaded = _printed(_autograded(course, "q-autograd-in-a-thread"))
+    assert "`backward` used autograd" in threaded and "requires_grad=True" in threaded, threaded
+
+
+def test_the_formgrader_shows_no_script_of_a_student(graded):
+    """nbgrader's formgrader renders autograded notebooks with nbconvert's HTMLExporter and the course's config."""
+    from nbconvert.exporters import HTMLExporter
+    from nbgrader.server_extensions.formgrader import handlers
+    from traitlets.config.loader import PyFileConfigLoader
+
+    course = graded[0]
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config()
+    config.HTMLExporter.template_name = "formgrade"
+    config.HTMLExporter.extra_template_basedirs = [handlers.template_path]
+    path = course.root / "autograded" / "s-scripts-for-the-instructor" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    page, _ = HTMLExporter(config=config).from_filename(str(path), resources={
+        "index": 0, "total": 1, "notebook_id": NOTEBOOK, "submission_id": "x", "base_url": "/", "mathjax_url": "",
+        "last_name": "", "first_name": "", "notebook_path": str(path), "nbgrader": {"base_url": "/"}})
+    feedback, _ = _feedback(course, "s-scripts-for-the-instructor")
+    for html_page in (page, feedback.read_text()):
+        assert "my notes" in html_page, "the student's markdown is shown"
+        assert not re.search(r"<img[^>]*onerror", html_page), "an image's onerror handler"
+        assert not re.search(r"<script[^>]*>[^<]*XSS", html_page), "a script"

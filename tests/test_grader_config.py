@@ -29,11 +29,15 @@ def _full(name):
 @pytest.mark.parametrize("converter, trait, replaced", [
     (Autograde, "sanitize_preprocessors", {"DeduplicateIds": "gradlab.instructor.repair.RepairCellMetadata",
                                            "OverwriteCells": "gradlab.instructor.repair.RestoreCells"}),
-    (Autograde, "autograde_preprocessors", {"Execute": "gradlab.instructor.execute.TrustedExecute"}),
+    (Autograde, "autograde_preprocessors", {"Execute": ["gradlab.instructor.execute.TrustedExecute",
+                                                        "gradlab.instructor.sanitize.CleanMarkdown"]}),
 ])
 def test_pipelines_are_nbgraders_with_only_gradlabs_replacements(config, converter, trait, replaced):
     defaults = [_full(f"{p.__module__}.{p.__name__}") for p in converter.class_traits()[trait].default()]
-    expected = [replaced.get(name.rpartition(".")[2], name) for name in defaults]
+    expected = []
+    for name in defaults:
+        instead = replaced.get(name.rpartition(".")[2], name)
+        expected += instead if isinstance(instead, list) else [instead]
     assert config[converter.__name__][trait] == expected
 
 
@@ -44,12 +48,12 @@ def test_feedback_adds_only_the_hidden_test_filter(config):
 
 def test_feedback_pages_use_gradlabs_template_and_the_formgrader_keeps_nbgraders(config, tmp_path):
     """GenerateFeedback builds gradlab's exporter, whose template extends nbgrader's 'feedback' even though
-    GenerateFeedback sets HTMLExporter.template_name = 'feedback'; nothing is set for plain HTMLExporter,
+    GenerateFeedback sets HTMLExporter.template_name = 'feedback'; only sanitize_html is set for plain HTMLExporter,
     which the formgrader renders its own pages with (tests/test_feedback_page.py opens the pages)."""
     from nbgrader.coursedir import CourseDirectory
 
     assert config.GenerateFeedback.exporter_class == "gradlab.instructor.feedback.FeedbackExporter"
-    assert "HTMLExporter" not in config
+    assert dict(config.HTMLExporter) == {"sanitize_html": True}, "the formgrader keeps nbgrader's templates"
     converter = GenerateFeedback(coursedir=CourseDirectory(config=config, root=str(tmp_path)), config=config)
     exporter = converter.exporter_class(parent=converter, config=converter.config)
     assert isinstance(exporter, feedback_filter.FeedbackExporter)

@@ -101,6 +101,13 @@ def damaged_metadata(nb):
     return nb
 
 
+def flipped_flags(nb):
+    """The exercise marked as a graded cell worth 5 points, the test cell marked as an answer."""
+    cell_of(nb, "square").metadata.nbgrader.update(grade=True, points=5)
+    cell_of(nb, "test_square").metadata.nbgrader.update(solution=True)
+    return nb
+
+
 def deleted_exercise_and_test(nb):
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") not in ("cube", "test_cube")]
     return nb
@@ -145,6 +152,7 @@ STUDENTS = {
     "c-copied-cell-stub-in-copy": (lambda nb: copied_square(nb, False), {"test_square": 0, "test_cube": 2}),
     "d-damaged-metadata": (damaged_metadata, {"test_square": 1, "test_cube": 2}),
     "e-deleted-exercise-and-test": (deleted_exercise_and_test, {"test_square": 1, "test_cube": 0}),
+    "ea-flipped-flags": (flipped_flags, {"test_square": 1, "test_cube": 2}),
     "f-not-json": (NOT_JSON, {"test_square": 0, "test_cube": 0}),
     "g-not-utf8": (NOT_UTF8, {"test_square": 0, "test_cube": 0}),
     "h-json-not-a-notebook": (NOT_A_NOTEBOOK, {"test_square": 0, "test_cube": 0}),

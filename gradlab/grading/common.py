@@ -62,17 +62,20 @@ def graded(check):
             return check(*args, **kwargs)
         mode = "record" if trial.record_mode() else "local"
         t = trial.Trial(mode, name)
-        with trial.running(t):
-            if mode == "local":
+        if mode == "local":
+            with trial.running(t):
                 return check(*args, **kwargs)
-            try:
+        verdict = "the check stopped"  # a BaseException from the student's code: the record still goes out
+        try:
+            with trial.running(t):
                 check(*args, **kwargs)
                 verdict = "passed"
-            except AssertionError:
-                verdict = "failed"
-            except Exception as err:  # the grader replays the check and reports what really happened
-                verdict = f"the check stopped: {type(err).__name__}"
-        trial.publish(t, verdict)
+        except AssertionError:
+            verdict = "failed"
+        except Exception as err:  # the grader replays the check and reports what really happened
+            verdict = f"the check stopped: {type(err).__name__}"
+        finally:
+            trial.publish(t, verdict)
 
     run.check = check
     run.check_name = name

@@ -18,6 +18,9 @@ Three nets, because none alone sees everything:
 Code in the same process can switch both off on purpose (``torch._C`` internals); the instructor's
 static scan of the submission (gradlab.instructor.scan) flags such code instead.
 """
+import _thread
+import sys
+import threading
 from contextlib import contextmanager
 
 import torch
@@ -98,23 +101,65 @@ def no_autograd(refused=None):
     """Run a block in which any autograd use is stopped; yields the Guard (``.reason`` says what was used).
 
     refused: {aten op name ("aten::sigmoid"): what calling it means}, library functions stopped as well: an
-    exercise that asks to write σ is not answered by torch.sigmoid (the reason then starts with LIBRARY)."""
+    exercise that asks to write σ is not answered by torch.sigmoid (the reason then starts with LIBRARY).
+
+    The nets are per thread in torch, so a thread started inside the block runs under the same guard (autograd
+    there is seen and named, whatever the thread returns), and a new process is refused (_refuse_processes)."""
     guard = Guard(refused)
-
-    def pack(tensor):
-        guard.stop("an autograd graph was recorded (an operation on a tensor that requires grad)")
-        return tensor
-
     _active.append(guard)
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved), _ExplicitCalls(guard), \
-                _BackwardKernels(guard):
+        with _threads_guarded(guard), _watching(guard):
             yield guard
     finally:
         _active.pop()
 
 
+@contextmanager
+def _watching(guard):
+    def pack(tensor):
+        guard.stop("an autograd graph was recorded (an operation on a tensor that requires grad)")
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved), _ExplicitCalls(guard), \
+            _BackwardKernels(guard):
+        yield
+
+
+@contextmanager
+def _threads_guarded(guard):
+    """threading.Thread.start and _thread.start_new_thread run the new thread's code under ``guard``."""
+    def guarded(fn):
+        def run(*args, **kwargs):
+            with _watching(guard):
+                return fn(*args, **kwargs)
+        return run
+
+    def start(thread):
+        thread.run = guarded(thread.run)
+        return original_start(thread)
+
+    def start_new_thread(fn, args, kwargs=None):
+        return original_new_thread(guarded(fn), args, kwargs or {})
+
+    original_start, original_new_thread = threading.Thread.start, _thread.start_new_thread
+    threading.Thread.start, _thread.start_new_thread = start, start_new_thread
+    try:
+        yield
+    finally:
+        threading.Thread.start, _thread.start_new_thread = original_start, original_new_thread
+
+
+_PROCESS_EVENTS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.spawn", "os.system", "subprocess.Popen")
+
+
+def _refuse_processes(event, args):
+    """An audit hook (it cannot be removed): a process started inside a guarded call could run autograd unseen."""
+    if event in _PROCESS_EVENTS and _active and not _active[-1].suspended:
+        _active[-1].stop(f"a new process ({event}), where autograd would go unseen")
+
+
 _active = []
+sys.addaudithook(_refuse_processes)
 
 
 @contextmanager

@@ -44,6 +44,8 @@ class TrustedExecute(Execute):
     cell_output_limit = Integer(64_000, help="Bytes of a cell's output kept; the rest is dropped with a note.").tag(config=True)
     notebook_output_limit = Integer(1_000_000, help="Bytes of output kept for the whole notebook.").tag(config=True)
     record_limit = Integer(64_000_000, help="Bytes a check's record may take.").tag(config=True)
+    records_per_cell = Integer(8, help="Records a test cell may send (its checks send one each); the rest are "
+                                       "dropped and the cell is told so.").tag(config=True)
     notebook_timeout = Integer(1800, help="Seconds for the whole notebook; the cells after it do not run.").tag(config=True)
     plain_test_cells = Unicode("kernel", help="A test cell with no gradlab check: 'kernel' scores it from its output "
                                               "as nbgrader does (a student's code can fake that), 'fail' scores it 0."
@@ -93,6 +95,7 @@ class TrustedExecute(Execute):
         self._check_assign_resources(resources)
         self._records, self._bytes, self._cell_bytes, self._cut = {}, 0, {}, set()
         self._stopped = None  # (why, cell number) once the kernel cannot go on
+        self._test_cells = {i for i, c in enumerate(self.nb.cells) if utils.is_grade(c) and not utils.is_solution(c)}
         verdicts = []
         deadline = time.monotonic() + self.notebook_timeout
         with self.setup_kernel():
@@ -160,7 +163,9 @@ class TrustedExecute(Execute):
         content = msg.get("content", {})
         data = content.get("data", {}) if isinstance(content, dict) else {}
         if msg.get("msg_type") == "display_data" and trial.MIME in data:
-            self._keep_record(cell_index, data[trial.MIME])
+            # Only a test cell's checks send records; one from any other cell is the student's and goes unread.
+            if cell_index in self._test_cells:
+                self._keep_record(cell_index, data[trial.MIME])
             return None
         size = len(json.dumps(content, default=str))
         self._bytes += size
@@ -175,13 +180,20 @@ class TrustedExecute(Execute):
         return super().output(outs, msg, display_id, cell_index)
 
     def _keep_record(self, cell_index, text):
+        kept = self._records.setdefault(cell_index, [])
+        if len(kept) >= self.records_per_cell:
+            if not any(isinstance(r, wire.Malformed) and r.args[0] == TOO_MANY for r in kept):
+                kept.append(wire.Malformed(TOO_MANY))
+            return
         if not isinstance(text, str) or len(text) > self.record_limit:
-            self._records.setdefault(cell_index, []).append(wire.Malformed("a record over the size limit"))
+            kept.append(wire.Malformed("a record over the size limit"))
             return
         try:
-            self._records.setdefault(cell_index, []).append(trial.parse(text))
+            kept.append(trial.parse(text))
         except wire.Malformed as err:
-            self._records.setdefault(cell_index, []).append(err)
+            kept.append(err)
+        except RecursionError:
+            kept.append(wire.Malformed("a record nested too deeply to read"))
 
     # ----------------------------------------------------------------------------------- scoring a test cell
     def _score(self, cell, index):
@@ -222,12 +234,14 @@ class TrustedExecute(Execute):
         return [{"cell": grade_id, **v.as_dict()} for v in verdicts]
 
     def _run_checks_alone(self, calls, index):
-        """The cell stopped before its checks: run them on their own, so the verdict names the mistake (the
-        kernel's own error says less). Their records arrive as this cell's, like any other."""
-        missing = [call for call in calls if not any(isinstance(r, dict) and r.get("check") == call.name
-                                                    for r in self._records.get(index, []))]
-        if not missing:
-            return
+        """The cell stopped at an error: run its checks on their own, so the verdict names the mistake (the
+        kernel's own error says less). A record that came before the error may be the check's (a composite's
+        hidden check runs before the visible part) or one the student's code sent before stopping the cell on
+        purpose: they cannot be told apart, so they are dropped, and the records of this run are the cell's."""
+        names = {call.name for call in calls}
+        self._records[index] = [r for r in self._records.get(index, [])
+                                if not (isinstance(r, dict) and r.get("check") in names)]
+        missing = calls
         lines = [f'__import__("gradlab.grading.{call.module}", fromlist=["_"]).{call.function}('
                  + ", ".join([value if kind == "function" else repr(value) for kind, value in call.args]
                              + [f"{k}={v!r}" for k, v in call.kwargs.items()]) + ")" for call in missing]
@@ -241,7 +255,15 @@ class TrustedExecute(Execute):
             self.nb.cells[index] = original
 
     def _judge(self, call, records, cell):
-        payload = next((r for r in records if isinstance(r, dict) and r.get("check") == call.name), None)
+        mine = [r for r in records if isinstance(r, dict) and r.get("check") == call.name]
+        if len(mine) > 1 or any(isinstance(r, wire.Malformed) and r.args[0] == TOO_MANY for r in records):
+            self.log.warning("%s: test cell %s sent %d records of %s, where the check sends one.",
+                             submission(self.resources), _grade_id(cell), len(mine), call.name)
+            return trial.Verdict(call.name, False, (
+                f"{call.name} could not be graded: this cell sent more records of its checks than the checks send "
+                f"({len(mine)} of {call.name}), so something in the submission published records of its own, and "
+                "the grader trusts none of them. Your instructor sees this."), "forged record")
+        payload = mine[0] if mine else None
         if payload is not None:
             records.remove(payload)
         else:
@@ -274,6 +296,9 @@ def _unreadable(nb):
 
 def _kernel_errors(cell):
     return [o for o in cell.outputs if o.output_type == "error" and o.get("ename") != VERDICT_NAME]
+
+
+TOO_MANY = "more records than a test cell's checks send"
 
 
 def _missing(call, cell, bad, stopped):

@@ -158,8 +158,9 @@ class RestoreCells(OverwriteCells):
     """
 
     def preprocess_cell(self, cell, resources, cell_index):
-        self._only_hidden_tests_differ = self._as_released(cell)
         self._submission = submission(resources)
+        self._restore_flags(cell)
+        self._only_hidden_tests_differ = self._as_released(cell)
         cell, resources = super().preprocess_cell(cell, resources, cell_index)
         meta = cell.metadata.get("nbgrader")
         if meta is not None and "grade_id" not in meta:
@@ -167,6 +168,29 @@ class RestoreCells(OverwriteCells):
             # check would then fail the whole notebook: make it an ordinary cell instead.
             del cell.metadata["nbgrader"]
         return cell, resources
+
+    def _restore_flags(self, cell):
+        """A cell's grade/solution/locked flags as the gradebook knows its grade_id: a student who marks an exercise
+        as graded, or a test cell as an answer, made nbgrader stop that notebook (MissingEntry, a checksum error)."""
+        meta = cell.metadata.get("nbgrader")
+        name = meta.get("grade_id") if isinstance(meta, dict) else None
+        if not name:
+            return
+        known = {}
+        for flag, find in (("source", self.gradebook.find_source_cell), ("grade", self.gradebook.find_grade_cell),
+                           ("solution", self.gradebook.find_solution_cell)):
+            try:
+                known[flag] = find(name, self.notebook_id, self.assignment_id)
+            except MissingEntry:
+                known[flag] = None
+        if known["source"] is None:
+            return
+        for flag in ("grade", "solution"):
+            if bool(meta.get(flag)) != (known[flag] is not None):
+                self.log.warning("%s: cell %s was marked %s=%s; put back as the source has it.",
+                                 self._submission, name, flag, bool(meta.get(flag)))
+            meta[flag] = known[flag] is not None
+        meta["locked"] = bool(known["source"].locked)
 
     def _as_released(self, cell):
         """Whether a locked cell's source is the source cell's with its hidden tests removed, as released."""

@@ -151,6 +151,8 @@ ADVICE = {
                                                                                  "exercise gives and to run the whole "
                                                                                  "notebook before handing in"),
     "visible test": ("failed the cell's visible test (a plain assert)", "their feedback shows which assertion"),
+    "forged record": ("had a cell send records its checks did not send", "read their code: something published "
+                      "records of its own"),
     "no report": ("had hidden checks that never reported back", "read their code: something replaced or silenced "
                                                                 "what the checks use"),
     "incomplete": ("had a check that could not finish", "read their notebook: a cell that stopped early, or code "

@@ -45,6 +45,18 @@ TAMPERING_NAMES = {
     "displayhook": "replaces the display hook", "gc": "walks the garbage collector", "inspect": "inspects frames",
     "_getframe": "inspects frames", "ctypes": "uses ctypes", "_exit": "ends the process (os._exit)",
     "subprocess": "starts programs", "socket": "opens network sockets", "signal": "handles signals",
+    "threading": "starts threads", "_thread": "starts threads", "concurrent": "starts threads or processes",
+    "multiprocessing": "starts processes", "base64": "decodes text into code or data (base64)",
+    "b64decode": "decodes text into code or data (base64)", "codecs": "decodes text (codecs)",
+    "zlib": "decompresses data (zlib)", "marshal": "loads code objects (marshal)", "pickle": "loads pickled objects",
+}
+# What a student's code may import without a flag: what the lessons use, and the standard library's plain helpers.
+# Anything else (a module the submission wrote to disk and imports, say) is worth a look.
+COURSE_MODULES = {
+    "torch", "gradlab", "matplotlib", "numpy", "math", "time", "os", "IPython", "pandas", "ipywidgets", "tqdm",
+    "itertools", "functools", "collections", "random", "typing", "dataclasses", "statistics", "copy", "operator",
+    "warnings", "string", "fractions", "decimal", "numbers", "pprint", "textwrap", "enum", "abc", "heapq", "bisect",
+    "array", "contextlib", "re", "json", "sys", "pathlib", "datetime", "cmath", "types",
 }
 # Strings that only code reaching for the grader's internals needs (a docstring may well say "backward").
 SUSPICIOUS_TEXT = ("gradlab", "saved_tensors", "vnd.gradlab")
@@ -173,6 +185,12 @@ def _judge(node):
         names.append(node.id if node.id in AUTOGRAD_NAMES | set(TAMPERING_NAMES) | set(COMPLEX_NAMES) else "")
     elif isinstance(node, (ast.Import, ast.ImportFrom)):
         module = getattr(node, "module", None) or ""
+        tops = {module.split(".")[0]} if isinstance(node, ast.ImportFrom) and not node.level else set()
+        tops |= {alias.name.split(".")[0] for alias in node.names} if isinstance(node, ast.Import) else set()
+        if isinstance(node, ast.ImportFrom) and node.level:
+            tops.add("." * node.level + module)
+        for top in sorted(tops - COURSE_MODULES - set(TAMPERING_NAMES) - set(AUTOGRAD_ATTRIBUTES) - set(COMPLEX_NAMES)):
+            yield "tampering", f"imports `{top}`, a module the course does not use"
         names += [part for alias in node.names for part in (alias.name.split(".") + [alias.asname or ""])]
         names += module.split(".")
         if module.startswith("gradlab.grading") or any(a.name.startswith("gradlab.grading") for a in node.names):
