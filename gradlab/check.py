@@ -154,26 +154,31 @@ def report(comparisons):
     return Report(comparisons)
 
 
-def compare(name, got, expected, *, atol=None, rtol=None, computation=None, inputs=None):
+def compare(name, got, expected, *, atol=None, rtol=None, computation=None, inputs=None, derivative=True, batch=None):
     """Compare a student's ``got`` with the reference ``expected``; never raises on ``got``.
 
     ``expected`` is the grader's own tensor: a broken one raises TypeError, because blaming the student
     for it would be wrong. NumPy arrays and Python numbers are accepted for both.
     computation, inputs: the Exercise (gradlab.variants) this gradient belongs to and the inputs of this case;
     then a vague "values differ" is replaced by a usual formula mistake where one fits this case.
+    derivative: False when the values are not a gradient (a loss, an output, a parameter after a step): the
+    diagnosis then speaks neither of derivatives nor of the chain rule.
+    batch: the batch size N of this case, False when the exercise has none, None (unknown): a constant factor k is
+    called a missing 1/N only where k can be N (gradlab/diagnose.py).
     """
-    result = _compare(name, got, expected, atol, rtol)
+    result = _compare(name, got, expected, atol, rtol, derivative, batch)
     if computation is not None and not result.ok:
         result = _with_computation(result, name, got, computation, inputs)
     return result
 
 
-def _compare(name, got, expected, atol, rtol):
+def _compare(name, got, expected, atol, rtol, derivative=True, batch=None):
     exp = _reference(expected)
     expected_line = "expected: " + _summary(exp)
     try:
         got_t = _student_tensor(got)
-        return _compare_tensors(name, got_t, exp, atol, rtol, expected_line, is_tensor=not isinstance(got, numbers.Number))
+        return _compare_tensors(name, got_t, exp, atol, rtol, expected_line, is_tensor=not isinstance(got, numbers.Number),
+                                derivative=derivative, batch=batch)
     except _Unreadable as why:
         kind, sentence = why.args
         return Comparison(name, "error", diagnosis=sentence, kind=kind, details=[expected_line])
@@ -182,13 +187,67 @@ def _compare(name, got, expected, atol, rtol):
                           kind="type", details=[expected_line])
 
 
-def check_grad(name, got, expected, *, atol=None, rtol=None, context=None, computation=None, inputs=None):
+def check_grad(name, got, expected, *, atol=None, rtol=None, context=None, computation=None, inputs=None,
+               derivative=True, batch=None):
     """Return the Comparison if ``got`` is right; otherwise raise GradientError (an AssertionError with the
     diagnosis's ``kind``) explaining the mistake."""
-    result = compare(name, got, expected, atol=atol, rtol=rtol, computation=computation, inputs=inputs)
+    result = compare(name, got, expected, atol=atol, rtol=rtol, computation=computation, inputs=inputs,
+                     derivative=derivative, batch=batch)
     if not result.ok:
         raise GradientError(result.explain(context), kind=result.kind, gradient=name, comparison=result)
     return result
+
+
+def factor_by_case(cases):
+    """The sentence for a gradient that is a constant multiple of the expected one in every wrong case, but not the
+    same multiple in all of them (the one case's message would name one constant that is not the mistake).
+
+    cases: [(got, expected, n)] of one gradient, n the case's batch size N. None where one case's message is right:
+    a wrong case that is no such multiple, one multiple in every case, or N in every case (a missing 1/N, named
+    case by case). A multiple of N/2 in every case is both factors of 2/N missing; any other is said to differ,
+    naming none (and only when every wrong case has two values or more: one value is a multiple of anything).
+    """
+    found = []
+    for got, expected, n in cases:
+        if compare("", got, expected).ok:
+            continue
+        factor = _constant_factor(got, expected)
+        if factor is None:
+            return None
+        found.append((n, *factor))
+    if not found:
+        return None
+
+    def near(a, b):
+        return abs(a - b) <= 1e-3 * abs(b)
+
+    if all(near(r, found[0][1]) for _, r, _ in found) or all(near(r, n) for n, r, _ in found):
+        return None
+    shown = ", ".join(dict.fromkeys(f"N = {n}: {diagnose.ratio_name(r)}" for n, r, _ in found))
+    if all(near(r, n / 2) for n, r, _ in found):
+        return (f"it is N/2 × the expected one in every case ({shown}): both factors of 2/N are missing, the 2 (the "
+                "derivative of a square) and the 1/N (of the mean).")
+    if all(informative >= 2 for _, _, informative in found):
+        return (f"every value is a constant multiple of the expected one, but the multiple differs between the cases "
+                f"({shown}), so no one constant is missing. Check each factor of the chain rule, including those "
+                "that depend on N.")
+    return None
+
+
+def _constant_factor(got, expected):
+    """(r, the number of values that are not negligible) when got = r · expected to compare's tolerance, else None."""
+    try:
+        g, e = _student_tensor(got), _reference(expected)
+    except Exception:  # not readable as numbers: the case's own message says why
+        return None
+    if g.shape != e.shape or e.numel() == 0:
+        return None
+    rtol, atol = _tolerance(g.dtype, e.dtype, None, None, diagnose.scale_of(_cpu64(e)))
+    g, e = _cpu64(g), _cpu64(e)
+    if not (bool(torch.isfinite(g).all()) and bool(torch.isfinite(e).all())):
+        return None
+    r = diagnose.ratio(g, e, lambda candidate: diagnose.within(candidate, e, rtol, atol))
+    return None if r is None else (r, int((e.abs() > atol).sum()))
 
 
 def _with_computation(result, name, got, computation, inputs):
@@ -207,7 +266,7 @@ def _with_computation(result, name, got, computation, inputs):
     return result
 
 
-def _compare_tensors(name, got, exp, atol, rtol, expected_line, is_tensor):
+def _compare_tensors(name, got, exp, atol, rtol, expected_line, is_tensor, derivative=True, batch=None):
     notes = diagnose.placement_notes(got, exp) if is_tensor else []
     g, e = _cpu64(got), _cpu64(exp)
     details = [expected_line, "got:      " + _summary(got)]
@@ -233,7 +292,7 @@ def _compare_tensors(name, got, exp, atol, rtol, expected_line, is_tensor):
     if within:
         kind, sentence = shape_kind, shape_sentence
     else:
-        kind, sentence = diagnose.wrong_values(lined, e, rtol, atol)
+        kind, sentence = diagnose.wrong_values(lined, e, rtol, atol, derivative=derivative, batch=batch)
         if shape_kind is not None:
             kind, sentence = shape_kind, f"{shape_sentence} Even lined up that way, {sentence}"
         if note:

@@ -13,8 +13,11 @@ The rules run in a fixed order and the first that fits wins, because the cases o
 - A ratio of −1 is a wrong sign, not a factor; −k is a factor k with the sign also named.
 - One constant ratio r between all values (least squares, then checked value by value at the
   tolerance scaled by |r|) is a factor. 2 and ½ get the factor-2 wording (2 could also be N = 2);
-  an integer k ≥ 3 is "did you forget to divide by N (N = k here)?" (the checker cannot know the
-  batch size), 1/k an extra division. A ratio within 0.1 % of 1 is "close", not a factor.
+  an integer k ≥ 3 is "did you forget to divide by N (N = k here)?", 1/k an extra division, unless
+  the caller says what N is (``batch``): then only k = N is worded so, and with ``batch=False`` (the
+  exercise has no batch) never. A ratio within 0.1 % of 1 is "close", not a factor.
+- ``derivative=False`` says the values are not a gradient (a loss, a layer's output, a parameter after a
+  step): no wording then speaks of derivatives or the chain rule.
 - With a single value that is not negligible, every ratio is "consistent": only a recognisable one
   (±k or ±1/k within 0.001 %, what rounding leaves of a real factor) is named, as "it is ..." rather than
   "every value is ...".
@@ -134,8 +137,11 @@ def scale_of(expected):
 
 
 # --------------------------------------------------------------------------- values
-def wrong_values(got, expected, rtol, atol):
-    """Name the mistake in ``got`` (same shape as ``expected``, float64 CPU, not within rtol and absolute atol)."""
+def wrong_values(got, expected, rtol, atol, *, derivative=True, batch=None):
+    """Name the mistake in ``got`` (same shape as ``expected``, float64 CPU, not within rtol and absolute atol).
+
+    derivative: whether the values are a gradient (False: a value such as a loss or an output).
+    batch: the exercise's batch size N, False when it has none, None when unknown (a factor k may then be N)."""
     scale = scale_of(expected)
 
     def fits(candidate):
@@ -146,22 +152,26 @@ def wrong_values(got, expected, rtol, atol):
     if bad.any():
         return "nan", _nonfinite(got, bad)
     if bool((got == 0).all()) and bool((expected != 0).any()):
+        if not derivative:
+            return "zeros", "every value is 0. Is the result never written into (a fresh torch.zeros that stays empty)?"
         return "zeros", (
             "every value is 0. Is the gradient never written into (a fresh torch.zeros that stays "
             "empty), or is the upstream gradient multiplied in as 0?"
         )
     if bool((expected[finite] == 0).all()):
+        if not derivative:
+            return "values", "expected every value to be 0 here, but yours are not."
         return "values", "expected every value to be 0 here (this input does not affect the output), but yours are not."
     if got.dim() == 2 and got.shape[0] == got.shape[1] > 1 and fits(got.T):
         return "transposed", "it is the transpose of the expected matrix. Check the order in your matrix product, or use .T."
     if fits(-got):
         return "sign", SIGN
-    factor = _factor(got, expected, scale, fits, atol)
+    factor = _factor(got, expected, fits, atol, derivative, batch)
     if factor is not None:
         return factor
     if within(got, expected, max(100 * rtol, CLOSE), max(100 * atol, CLOSE * scale)):
         return "close", _close(got, expected, rtol, atol, scale)
-    return "values", _partly_wrong(got, expected, rtol, atol)
+    return "values", _partly_wrong(got, expected, rtol, atol, derivative)
 
 
 def _nonfinite(got, bad):
@@ -174,15 +184,31 @@ def _nonfinite(got, bad):
     )
 
 
-def _factor(got, expected, scale, fits, negligible):
-    """``(kind, sentence)`` for got = r · expected with one constant r, or None when there is no such r."""
+def ratio(got, expected, fits):
+    """The one constant r with got = r · expected (the least-squares ratio, then ``fits(got / r)`` value by value),
+    or None when there is no such r."""
+    scale = scale_of(expected)
     g, e = got / scale, expected / scale  # so that the sums below neither overflow nor underflow
-    r = float((g * e).sum() / (e * e).sum())  # the least-squares ratio
+    r = float((g * e).sum() / (e * e).sum())
     if r == 0 or not math.isfinite(r) or not fits(got / r):
         return None
+    return r
+
+
+def ratio_name(r):
+    """r as a message shows a factor: ½, 1/64, 7, −2, or its digits when it is none of those."""
+    name, _ = _name_ratio(abs(r))
+    return ("−" if r < 0 else "") + name if name not in (None, "1") else num(r)
+
+
+def _factor(got, expected, fits, negligible, derivative=True, batch=None):
+    """``(kind, sentence)`` for got = r · expected with one constant r, or None when there is no such r."""
+    r = ratio(got, expected, fits)
+    if r is None:
+        return None
     informative = int((expected.abs() > negligible).sum())
-    name, hint = _name_ratio(abs(r), NICE_RATIO) if informative >= 2 else _name_ratio(abs(r), SINGLE_NICE_RATIO,
-                                                                                     SINGLE_NICE_ABS)
+    name, hint = (_name_ratio(abs(r), NICE_RATIO, derivative=derivative, batch=batch) if informative >= 2 else
+                  _name_ratio(abs(r), SINGLE_NICE_RATIO, SINGLE_NICE_ABS, derivative, batch))
     if name == "1":  # r is within rounding of ±1: a sign mistake, or merely close
         return ("sign", SIGN) if r < 0 else None
     if informative < 2 and name is None:
@@ -196,21 +222,32 @@ def _factor(got, expected, scale, fits, negligible):
     return "factor", f"{sentence}: {hint or 'a constant factor is off (a scale, a learning rate, a wrong constant?)'}"
 
 
-def _name_ratio(a, tolerance=NICE_RATIO, cap=math.inf):
-    """``(name, hint)`` for a positive ratio a: ('2', ...), ('1/64', ...), or (None, None)."""
+def _name_ratio(a, tolerance=NICE_RATIO, cap=math.inf, derivative=True, batch=None):
+    """``(name, hint)`` for a positive ratio a: ('2', ...), ('1/64', ...), or (None, None). The hint is None for a
+    k or 1/k that cannot be the batch size (``batch``: N, False for none, None when unknown)."""
     k = round(a)
     if k >= 2 and abs(a - k) <= min(tolerance * k, cap):
         if k == 2:
+            if not derivative:
+                return "2", "a term counted twice, or a ½ left out?"
             return "2", "an extra factor 2 (is there a ½ in the loss, or a term counted twice?)."
-        return str(k), f"did you forget to divide by N (N = {k} here)?"
-    m = round(1 / a)
+        return str(k), (f"did you forget to divide by N (N = {k} here)?" if _may_be_batch(k, batch) else None)
+    m = round(1 / a) if math.isfinite(1 / a) else 0  # a denormal's inverse overflows: no 1/m to name
     if m >= 2 and abs(1 / a - m) <= min(tolerance * m, cap):
         if m == 2:
+            if not derivative:
+                return "½", "a ½, or a division by 2, too many?"
             return "½", "a missing factor 2 (the derivative of x² is 2x)?"
-        return f"1/{m}", f"an extra division by N (N = {m} here), or a mean where a sum was wanted?"
+        return f"1/{m}", (f"an extra division by N (N = {m} here), or a mean where a sum was wanted?"
+                          if _may_be_batch(m, batch) else None)
     if abs(a - 1) <= NICE_RATIO:
         return "1", None
     return None, None
+
+
+def _may_be_batch(k, batch):
+    """Whether a factor k may be the batch size N: always when N is unknown (None), never without a batch (False)."""
+    return batch is None or (batch is not False and k == batch)
 
 
 def _close(got, expected, rtol, atol, scale):
@@ -224,12 +261,14 @@ def _close(got, expected, rtol, atol, scale):
     return sentence + " Rounding alone rarely does this: is a small term missing, or an ε added?"
 
 
-def _partly_wrong(got, expected, rtol, atol):
+def _partly_wrong(got, expected, rtol, atol, derivative=True):
     wrong = (got - expected).abs() > atol + rtol * expected.abs()
     count, total = int(wrong.sum()), wrong.numel()
     if count == total and bool(((got == 0) == (expected != 0)).all()):
         return "yours is 0 exactly where the expected is not, and the other way round: is a mask such as (z > 0) inverted?"
     if count == total:
+        if not derivative:
+            return "the values differ from the expected ones."
         return "the values are different. Check your formula against the chain rule, one factor at a time."
     return f"{count} of {total} values are wrong; the others are right.{_where_wrong(got, expected, wrong)}"
 

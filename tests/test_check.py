@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import gradlab
-from gradlab.check import TOLERANCES, autograd_grads, check_grad, compare, numerical_grads, report
+from gradlab.check import TOLERANCES, autograd_grads, check_grad, compare, factor_by_case, numerical_grads, report
 
 
 @pytest.fixture
@@ -101,6 +101,63 @@ def test_constant_factor(expected, factor, words):
     result = compare("dW", expected * factor, expected)
     assert result.kind == "factor" and not result.ok
     assert words in result.diagnosis
+
+
+@pytest.mark.parametrize("factor, batch, words, not_words", [
+    (1 / 10, False, "1/10 × the expected one: a constant factor is off", "N ="),  # no batch: 1/10 is not a 1/N
+    (10.0, False, "10 × the expected one: a constant factor is off", "divide by N"),
+    (64.0, 64, "64 × the expected one: did you forget to divide by N (N = 64 here)?", None),  # the batch size: named
+    (1 / 7, 7, "1/7 × the expected one: an extra division by N (N = 7 here)", None),
+    (32.0, 64, "32 × the expected one: a constant factor is off", "N = 32"),  # not this case's N
+    (2.0, False, "2 × the expected one: an extra factor 2", None),  # the factor-2 wording needs no N
+])
+def test_a_factor_is_a_batch_size_only_where_it_can_be(expected, factor, batch, words, not_words):
+    result = compare("dW", expected * factor, expected, batch=batch)
+    assert result.kind == "factor" and words in result.diagnosis
+    assert not_words is None or not_words not in result.diagnosis
+
+
+@pytest.mark.parametrize("factor, words", [(0.5, "½ × the expected one: a ½, or a division by 2, too many?"),
+                                           (2.0, "2 × the expected one: a term counted twice, or a ½ left out?")])
+def test_a_value_that_is_no_gradient_is_not_told_about_derivatives(expected, factor, words):
+    result = compare("MSE", expected * factor, expected, derivative=False)
+    assert result.kind == "factor" and words in result.diagnosis
+    assert "derivative" not in result.diagnosis and "factor 2" not in result.diagnosis  # the report's gradient phrases
+
+
+def test_values_of_no_gradient_differ_without_the_chain_rule(expected):
+    wrong = expected + torch.tensor([[1.0, 2.0, -3.0], [0.5, -1.0, 2.5]])
+    value = compare("σ(z)", wrong, expected, derivative=False)
+    assert value.kind == "values" and value.diagnosis == "the values differ from the expected ones."
+    gradient = compare("dW", wrong, expected)  # a gradient keeps its chain-rule advice
+    assert gradient.kind == "values" and "chain rule" in gradient.diagnosis
+    zeros = compare("class means", torch.zeros_like(expected), expected, derivative=False)
+    assert zeros.kind == "zeros" and "gradient" not in zeros.diagnosis
+    with pytest.raises(AssertionError, match="the values differ from the expected ones"):
+        check_grad("z", wrong, expected, derivative=False)
+
+
+def test_a_factor_that_changes_with_n_names_no_one_constant():
+    gen = torch.Generator().manual_seed(3)
+    cases = [(n, torch.randn(n, 2, generator=gen, dtype=torch.float64)) for n in (1, 7, 64)]
+    # the 2/N of a mean of squares lost: ½, 3.5, 32 in the three cases, N/2 in all of them
+    both = factor_by_case([(e * n / 2, e, n) for n, e in cases])
+    assert "N/2 × the expected one in every case (N = 1: ½, N = 7: 3.5, N = 64: 32)" in both
+    assert "both factors of 2/N are missing" in both
+    differs = factor_by_case([(e * n ** 0.5, e, n) for n, e in cases])
+    assert "the multiple differs between the cases" in differs and "no one constant is missing" in differs
+    # what one case's message says right stays with it: one constant, or N in every case (a missing 1/N)
+    assert factor_by_case([(e / 2, e, n) for n, e in cases]) is None
+    assert factor_by_case([(e * n, e, n) for n, e in cases]) is None
+    # not a multiple in some case, or one value per case (any two numbers are multiples): nothing to say
+    assert factor_by_case([(e * n / 2 + (n == 7), e, n) for n, e in cases]) is None
+    assert factor_by_case([(e[0, 0] * n ** 0.5, e[0, 0], n) for n, e in cases]) is None
+    assert factor_by_case([(None, e, n) for n, e in cases]) is None
+
+
+def test_a_denormal_ratio_is_no_unreadable_number():
+    result = compare("g", 5e-324, torch.ones(()))  # 1/ratio overflows: it was "could not read it as numbers"
+    assert result.status == "wrong" and result.kind == "values"
 
 
 def test_transposed_rectangular_is_wrong_but_compared(expected):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gradlab.check import TOLERANCES, autograd_grads, compare, numerical_grads
+from gradlab.check import TOLERANCES, autograd_grads, compare, factor_by_case, numerical_grads
 from gradlab.diagnose import within
 
 FAST = settings(max_examples=40, deadline=None)
@@ -154,6 +154,27 @@ def test_recognisable_factors_are_named_even_for_one_value(e, which, n):
 
 
 @FAST
+@given(e=references(), which=st.sampled_from(["N", "1/N"]), n=st.integers(3, 1000), batch=st.sampled_from([False, 2]))
+def test_a_factor_is_no_batch_size_where_the_exercise_has_none_or_another(e, which, n, batch):
+    factor = float(n) if which == "N" else 1.0 / n
+    result = compare("g", e * factor, e, batch=batch)
+    assert not result.ok and result.kind == "factor", f"{result}: {result.diagnosis}"
+    assert f" {which.replace('N', str(n))} × the expected one" in result.diagnosis
+    assert "by N" not in result.diagnosis and "N =" not in result.diagnosis
+
+
+@FAST
+@given(e=references(), mistake=st.sampled_from(["½", "2", "zeros", "values"]), batch=st.sampled_from([None, False]))
+def test_a_value_that_is_no_gradient_is_never_told_about_derivatives(e, mistake, batch):
+    got = {"½": e / 2, "2": e * 2, "zeros": torch.zeros_like(e),
+           "values": e + float(e.abs().max()) * (1 + torch.arange(e.numel(), dtype=e.dtype).reshape(e.shape))}[mistake]
+    result = compare("loss", got, e, derivative=False, batch=batch)
+    assert not result.ok and result.diagnosis
+    for words in ("derivative", "chain rule", "gradient"):
+        assert words not in result.diagnosis, result.diagnosis
+
+
+@FAST
 @given(e=references(), ratio=st.floats(1.05, 50), negative=st.booleans())
 def test_any_consistent_ratio_is_reported(e, ratio, negative):
     assume(int((e != 0).sum()) >= 2)  # with one value every ratio is "consistent": see test_check.py
@@ -215,6 +236,13 @@ anything = st.one_of(
     st.builds(lambda shape, dt: np.ones(shape, dtype=dt), st.lists(st.integers(0, 4), max_size=3),
               st.sampled_from([np.float32, np.int64, np.bool_, np.complex128, object, "U3"])),
 )
+
+
+@settings(max_examples=150, deadline=None)
+@given(got=anything, shape=st.lists(st.integers(1, 4), max_size=2))
+def test_factor_by_case_never_raises(got, shape):
+    said = factor_by_case([(got, torch.ones(shape), 3), (torch.full(shape, 3.5), torch.ones(shape), 7)])
+    assert said is None or isinstance(said, str)
 
 
 @settings(max_examples=150, deadline=None)

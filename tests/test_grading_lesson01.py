@@ -409,3 +409,19 @@ def test_a_derivative_that_changes_its_input_fails():
         y.unsqueeze_(1)
         return _dsse_dw()(X, y.reshape(-1), w)
     fails(lesson01.check_dsse_dw, in_place, "changed input", "changed its input `y` in place")
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda h, y: ((h - y.reshape(-1, 1)) ** 2).sum() / (2 * len(y)),
+    lambda h, y: 0.5 * ((h - y.reshape(-1, 1)) ** 2).mean(),
+])
+def test_a_halved_loss_is_worded_as_a_value_not_a_derivative(wrong):
+    message = fails(lesson01.check_mse, wrong, "factor", "½ × the expected one", "a ½, or a division by 2, too many?")
+    assert "derivative" not in message and "chain rule" not in message, message
+
+
+def test_wrong_values_of_a_layer_say_nothing_of_the_chain_rule():
+    for check, wrong in ((lesson01.check_sigmoid, lambda z: 1 / (1 + torch.exp(z))),
+                         (lesson01.check_linear, lambda X, w, b=0.0: X * w - b)):
+        message = fails(check, wrong, "values", "the values differ from the expected ones")
+        assert "chain rule" not in message and "gradient" not in message, message

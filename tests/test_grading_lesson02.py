@@ -105,6 +105,17 @@ def test_partial_variants_pass():
                                                      * (1 - torch.sigmoid(w * x + b))).mean())
 
 
+def test_partials_name_2_over_n_lost_from_every_case():
+    # a sum with neither the 2 nor the 1/N: ½, 3.5, 32, 284.5 in the four sizes, never one constant
+    def summed(x, y, w, b):
+        h = torch.sigmoid(w * x + b)
+        return ((h - y) * h * (1 - h) * x).sum()
+    message = fails(lesson02.check_dJ_dw, summed, "factor", "∂J/∂w is wrong (n=1",
+                    "N/2 × the expected one in every case (N = 1: ½, N = 7: 3.5, N = 64: 32, N = 569: 284.5)",
+                    "both factors of 2/N are missing")
+    assert "the chain rule" not in message and "derivative of x² is 2x" not in message
+
+
 def test_partials_name_the_classic_mistakes():
     fails(lesson02.check_dJ_dw, lambda x, y, w, b: dJ_dw(x, y, w, b) / 2, "factor", "missing factor 2")
     fails(lesson02.check_dJ_dw, lambda x, y, w, b: dJ_dw(x, y, w, b) * x.shape[0], "factor", "divide by N")

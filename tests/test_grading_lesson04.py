@@ -151,6 +151,23 @@ def test_a_slip_is_named_at_its_node(wrong, kind, needles):
     fails(check, wrong, kind, *needles)
 
 
+def test_a_factor_that_changes_with_n_is_not_named_from_one_case():
+    # dw = X.T @ e: the 2/N lost, so ½, 3.5 and 32 in the three sizes; it was "½ …: a missing factor 2" from n=1
+    message = fails(check, with_node("w", lambda X, y, w, b, g: X.T @ (X @ w + b - y)), "factor",
+                    r"dL/dw is wrong \(n=1.*: it is N/2 × the expected one in every case \(N = 1: ½, N = 7: 3\.5, "
+                    r"N = 64: 32\): both factors of 2/N are missing", "first wrong gradient|slip is in this node")
+    assert "derivative of x² is 2x" not in message
+    message = fails(check, with_node("w", lambda X, y, w, b, g: g["w"] * len(y) ** 0.5), "factor",
+                    r"dL/dw is wrong \(n=7.*the multiple differs between the cases \(N = 7: 2\.646, N = 64: 8\)")
+    assert not re.search("divide by N|division by N|factor 2", message), message
+    # one constant in every case keeps its name, and is a 1/N only where it is this case's N
+    fails(check, with_node("w", lambda X, y, w, b, g: g["w"] / 2), "factor",
+          r"dL/dw is wrong \(n=1.*½ × the expected one: a missing factor 2 \(the derivative of x² is 2x\)")
+    message = fails(check, with_node("w", lambda X, y, w, b, g: g["w"] * 8), "factor",
+                    r"dL/dw is wrong \(n=1.*every value is 8 × the expected one: a constant factor is off")
+    assert "N = 8" not in message
+
+
 def test_the_prediction_instead_of_the_error_all_the_way_down_is_named_at_the_error_node():
     def prediction(X, y, w, b):
         return grads_by_graph(X, torch.zeros_like(y), w, b)

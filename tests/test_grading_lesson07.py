@@ -290,6 +290,25 @@ def test_changing_an_input_in_place_fails_naming_it(check, names, source, change
 
 
 # --------------------------------------------------------------------------- right answers, unusual ones included
+_STEP_BY_HAND = """
+        def backward_and_step(params, X, y, lr):  # written out, with MASK1 as layer 1's ReLU mask
+            W1, b1, W2, b2, W3, b3 = (params[k] for k in ("W1", "b1", "W2", "b2", "W3", "b3"))
+            z1 = X @ W1 + b1
+            a1 = z1.clamp(min=0)
+            z2 = a1 @ W2 + b2
+            a2 = z2.clamp(min=0)
+            z3 = a2 @ W3 + b3
+            g = {"z3": (torch.softmax(z3, dim=1) - F.one_hot(y, z3.shape[1]).to(z3.dtype)) / len(X)}
+            g["a2"], g["W3"], g["b3"] = g["z3"] @ W3.T, a2.T @ g["z3"], g["z3"].sum(dim=0)
+            g["z2"] = g["a2"] * (z2 > 0)
+            g["a1"], g["W2"], g["b2"] = g["z2"] @ W2.T, a1.T @ g["z2"], g["z2"].sum(dim=0)
+            g["z1"] = g["a1"] * (MASK1)
+            g["W1"], g["b1"] = X.T @ g["z1"], g["z1"].sum(dim=0)
+            for k in ("W1", "b1", "W2", "b2", "W3", "b3"):
+                params[k].sub_(lr * g[k])
+            return g
+"""
+
 RIGHT = [
     (lesson07.check_linear_forward, ["linear_forward"], """
         def linear_forward(x, W, b):
@@ -360,6 +379,57 @@ RIGHT = [
             log_p = shifted - shifted.exp().sum(dim=1, keepdim=True).log()
             return -torch.where(right, log_p, 0.0).sum() / B, torch.where(right, p - 1, p) / B
     """),
+    # log-sum-exp forms: in float32 near ±400 the loss carries rounding the size of the logits, not of the loss
+    (lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        def softmax_cross_entropy(logits, labels):
+            lp = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+            one_hot = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+            return -(one_hot * lp).sum() / len(logits), (lp.exp() - one_hot) / len(logits)
+    """),
+    (lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        def softmax_cross_entropy(logits, labels):
+            loss = (torch.logsumexp(logits, 1) - logits.gather(1, labels[:, None]).squeeze(1)).mean()
+            one_hot = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+            return loss, (torch.softmax(logits, dim=1) - one_hot) / len(logits)
+    """),
+    (lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        def softmax_cross_entropy(logits, labels):
+            B = len(logits)
+            m = logits.max(dim=1, keepdim=True).values
+            lp = logits - (m + torch.log(torch.exp(logits - m).sum(1, keepdim=True)))
+            one_hot = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+            return -lp[torch.arange(B), labels].mean(), (lp.exp() - one_hot) / B
+    """),
+    # lists where the docstrings say (a, b), as lesson 5 accepts them
+    (lesson07.check_linear_forward, ["linear_forward"], """
+        def linear_forward(x, W, b):
+            return [x @ W + b, (x, W)]
+    """),
+    (lesson07.check_linear_backward, ["linear_forward", "linear_backward"], """
+        def linear_forward(x, W, b):
+            return [x @ W + b, [x, W, b]]
+
+        def linear_backward(dout, cache):
+            x, W, b = cache
+            return [dout @ W.T, x.T @ dout, dout.sum(dim=0)]
+    """),
+    (lesson07.check_relu_forward, ["relu_forward"], """
+        def relu_forward(x):
+            return [x.clamp(min=0), x]
+    """),
+    (lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_forward(x):
+            return [x.clamp(min=0), x]
+
+        def relu_backward(dout, cache):
+            return dout * (cache > 0)
+    """),
+    (lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            return list(_solution(logits, labels))
+    """),
     (lesson07.check_forward, ["forward"], """
         def forward(params, X):
             h = (X @ params["W1"] + params["b1"]).clamp(min=0)
@@ -418,6 +488,7 @@ RIGHT = [
                 params[k].sub_(lr * g[k])
             return g
     """),
+    (lesson07.check_backward_and_step, ["backward_and_step"], _STEP_BY_HAND.replace("MASK1", "a1 > 0")),
     (lesson07.check_train_epoch, ["train_epoch"], """
         def train_epoch(params, velocity, X, y, batch_size, lr, momentum, generator):
             total_loss = 0.0
@@ -485,6 +556,18 @@ WRONG = [
         def relu_backward(dout, cache):
             return dout.clone()
     """, "mask_missing", ["dx is wrong", "the ReLU mask is missing"]),
+    ("the bool mask returned (dout forgotten)", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_forward(x):
+            out = x.clamp(min=0)
+            return out, out > 0
+
+        def relu_backward(dout, cache):
+            return cache
+    """, "no_upstream", ["dx is a bool tensor", "not the gradient", "multiply the upstream gradient dout by it"]),
+    ("an integer mask returned", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
+        def relu_backward(dout, cache):
+            return (cache > 0).long()
+    """, "type", ["dx holds int64 values", "a gradient holds real numbers"]),
     ("float32 mask product", lesson07.check_relu_backward, ["relu_forward", "relu_backward"], """
         def relu_backward(dout, cache):
             return (dout * cache).float()
@@ -518,6 +601,27 @@ WRONG = [
             one_hot = F.one_hot(labels, C).to(logits.dtype)
             return -(one_hot * p.log()).sum() / B, (p - one_hot) / B
     """, None, "each row's own maximum"),
+    ("a log-sum-exp loss with the wrong sign", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            loss = (logits.gather(1, labels[:, None]).squeeze(1) - torch.logsumexp(logits, 1)).mean()
+            return loss, _solution(logits, labels)[1]
+    """, "sign", "loss is wrong"),
+    ("a log-sum-exp loss summed over the rows", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            loss = (torch.logsumexp(logits, 1) - logits.gather(1, labels[:, None]).squeeze(1)).sum()
+            return loss, _solution(logits, labels)[1]
+    """, None, "the sum over the rows"),
+    ("the log-softmax down the batch", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
+        _solution = softmax_cross_entropy
+
+        def softmax_cross_entropy(logits, labels):
+            lp = logits - torch.logsumexp(logits, dim=0, keepdim=True)
+            return -lp[torch.arange(len(logits)), labels].mean(), _solution(logits, labels)[1]
+    """, None, "loss is wrong"),
     ("the sum instead of the mean", lesson07.check_softmax_cross_entropy, ["softmax_cross_entropy"], """
         _solution = softmax_cross_entropy
 
@@ -618,7 +722,8 @@ WRONG = [
             for k, p in params.items():
                 velocity[k].mul_(momentum).add_((1 - momentum) * grads[k])
                 p.sub_(lr * velocity[k])
-    """, None, "velocity['W3'] after the step is wrong"),
+    """, None, ["velocity['W3'] after the step is wrong", "the values differ from the expected ones.",
+                "That is the exponential moving average v = m·v + (1 − m)·g"]),
     ("new parameter tensors", lesson07.check_sgd_step, ["sgd_step"], """
         def sgd_step(params, grads, velocity, lr, momentum):
             for k in params:
@@ -632,7 +737,8 @@ WRONG = [
     ("momentum's weights as an average", lesson07.check_momentum_weights, ["momentum_weights"], """
         def momentum_weights(steps, momentum):
             return (1 - momentum) * momentum ** torch.arange(steps - 1, -1, -1, dtype=torch.float64)
-    """, None, "momentum weights is wrong"),
+    """, None, ["momentum weights is wrong (steps=5, momentum=0.9): every value is (1 − m) = 0.1 × the expected one: "
+                "that is the exponential moving average", "is v = m·v + g"]),
     ("momentum's weights one power too high", lesson07.check_momentum_weights, ["momentum_weights"], """
         def momentum_weights(steps, momentum):
             return momentum ** torch.arange(steps, 0, -1, dtype=torch.float64)
@@ -687,6 +793,42 @@ WRONG = [
             return _solution(params, velocity, X, y, batch_size, 0.1, 0.9, generator)
     """, None, ["params['W3'] is wrong", "lr=0.05, momentum=0.5", "after epoch 2"]),
 ]
+
+
+def test_momentum_is_not_told_of_a_batch_size_or_the_chain_rule():
+    # (1 − m) = 1/10 was "an extra division by N (N = 10 here)": there is no N in momentum_weights
+    message = fails(lesson07.check_momentum_weights, notebook("""
+        def momentum_weights(steps, momentum):
+            return (1 - momentum) * momentum ** torch.arange(steps - 1, -1, -1, dtype=torch.float64)
+    """)["momentum_weights"], kind="factor", match="(1 − m) = 0.1")
+    assert "N = 10" not in message and "by N" not in message, message
+    message = fails(lesson07.check_momentum_weights, notebook("""
+        def momentum_weights(steps, momentum):
+            return 10 * momentum ** torch.arange(steps - 1, -1, -1, dtype=torch.float64)
+    """)["momentum_weights"], kind="factor", match="every value is 10 × the expected one: a constant factor is off")
+    assert "by N" not in message and "moving average" not in message, message
+    message = fails(lesson07.check_sgd_step, notebook("""
+        def sgd_step(params, grads, velocity, lr, momentum):
+            for k, p in params.items():
+                velocity[k].mul_(momentum).add_((1 - momentum) * grads[k])
+                p.sub_(lr * velocity[k])
+    """)["sgd_step"], kind="values", match="the exponential moving average")
+    assert "chain rule" not in message, message
+
+
+def test_an_output_is_not_told_of_the_chain_rule_but_a_gradient_is():
+    message = fails(lesson07.check_linear_forward, notebook("""
+        def linear_forward(x, W, b):
+            return x @ W - b, (x, W)
+    """)["linear_forward"], kind="values", match="linear_forward output is wrong")
+    assert "the values differ from the expected ones." in message and "chain rule" not in message, message
+    ns = notebook("""
+        def linear_backward(dout, cache):
+            x, W = cache[0], cache[1]
+            return dout @ W.T, x.T @ dout, dout.sum(dim=0) + 1
+    """)
+    fails(lesson07.check_linear_backward, ns["linear_forward"], ns["linear_backward"], kind="values",
+          match=["db is wrong", "Check your formula against the chain rule"])  # a gradient: unchanged
 
 
 @pytest.mark.parametrize("what, check, names, source, kind, match", WRONG, ids=[w[0] for w in WRONG])
@@ -853,6 +995,9 @@ NAMED = [
             g["z2"] = g["a2"].clone()
             return g
     """, "mask_missing", ["dL/dz2 is wrong (n=64", "the ReLU mask is missing: dL/dz2 should be 0 wherever z2 ≤ 0"]),
+    ("the mask z1 >= 0 in the step", lesson07.check_backward_and_step, ["backward_and_step"],
+     _STEP_BY_HAND.replace("MASK1", "z1 >= 0"), "mask_at_zero",
+     ["dL/dz1 is wrong (n=64", "where z1 is exactly 0 it passes dL/da1 through", "use z1 > 0, not z1 >= 0"]),
 ]
 
 

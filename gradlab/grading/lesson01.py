@@ -53,8 +53,8 @@ def _reference_sse_trapped(h, y):
 
 
 # --------------------------------------------------------------------------- shared with lesson 2
-def check_scalar(name, got, expected, case):
-    """common.check_tensor for an answer that should be 0-dim.
+def check_scalar(name, got, expected, case, **wording):
+    """common.check_tensor for an answer that should be 0-dim (``wording``: compare's derivative= and batch=).
 
     A one-element tensor of another shape ((1,), (1, 1)) is told exactly that, not the generic shape message
     (which speaks of an (N, N) broadcasting trap that a single number cannot have fallen into).
@@ -67,9 +67,9 @@ def check_scalar(name, got, expected, case):
             common.fail(f"{name} has the right value but shape {shape}; it should be a 0-dim tensor, shape () "
                         f"({case}). {how}", kind="shape", gradient=name)
         common.check_tensor(name, got.detach().reshape(()), expected,
-                            f"{case}; besides, its shape is {shape}, not (): {how}")
+                            f"{case}; besides, its shape is {shape}, not (): {how}", **wording)
         return
-    common.check_tensor(name, got, expected, case)
+    common.check_tensor(name, got, expected, case, **wording)
 
 
 def scalar_values(name):
@@ -260,6 +260,8 @@ def helpers_note(fn, name, args, expected, helpers, case):
 
 
 # --------------------------------------------------------------------------- the checks
+#: How a wrong value of linear or sigmoid is worded: no derivative, no batch (diagnose.wrong_values).
+VALUES = {"derivative": False, "batch": False}
 #: Exercise 2 says "use torch.exp, not torch.sigmoid": torch's own functions (aten ops) that compute σ for the student.
 #: (SSE and MSE say no such thing: F.mse_loss with the shapes made to agree is a right answer there.)
 SIGMOID_OPS = {
@@ -278,15 +280,17 @@ def check_linear(linear):
         X = _column(gen, n, dtype, device)
         w, b = common.scalar(gen, dtype, device, scale=2.0), common.scalar(gen, dtype, device)
         expected = reference_linear(X, w, b)
-        common.check_tensor("z = X·w + b", common.call_student(linear, "linear", X, w, b, case=label), expected, label)
+        common.check_tensor("z = X·w + b", common.call_student(linear, "linear", X, w, b, case=label), expected, label,
+                            **VALUES)
         case = label + ", b left out"
         expected = reference_linear(X, w)
         common.check_tensor("z = X·w (b left out, so 0)", common.call_student(linear, "linear", X, w, case=case),
-                            expected, case)
+                            expected, case, **VALUES)
         case = label + ", w and b as Python numbers"
         w_, b_ = round(float(w), 3), round(float(b), 3)
         expected = reference_linear(X, w_, b_)
-        common.check_tensor("z = X·w + b", common.call_student(linear, "linear", X, w_, b_, case=case), expected, case)
+        common.check_tensor("z = X·w + b", common.call_student(linear, "linear", X, w_, b_, case=case), expected, case,
+                            **VALUES)
 
 
 @common.graded
@@ -298,12 +302,12 @@ def check_sigmoid(sigmoid):
             case = f"{label}, shape {shape}"
             expected = torch.sigmoid(z)
             got = common.call_student(sigmoid, "sigmoid", z, case=case, refused=SIGMOID_OPS)
-            common.check_tensor("σ(z)", got, expected, case)
+            common.check_tensor("σ(z)", got, expected, case, **VALUES)
         z = torch.tensor([-30.0, -5.0, -1.0, 0.0, 1.0, 5.0, 30.0], dtype=dtype, device=device)
         case = f"{label}, z = −30, −5, −1, 0, 1, 5, 30"
         expected = torch.sigmoid(z)
         got = common.call_student(sigmoid, "sigmoid", z, case=case, refused=SIGMOID_OPS)
-        common.check_tensor("σ(z)", got, expected, case)
+        common.check_tensor("σ(z)", got, expected, case, **VALUES)
 
 
 def _predictions_and_labels(gen, n, dtype, device):
@@ -319,7 +323,7 @@ def check_sse(sse):
         expected, trapped = reference_sse(h, y), _reference_sse_trapped(h, y)
         got = common.call_student(sse, "sse", h, y, case=label)
         _trap_hint("SSE", got, trapped, expected, label)
-        check_scalar("SSE", got, expected, label)
+        check_scalar("SSE", got, expected, label, derivative=False, batch=n)
 
 
 @common.graded
@@ -336,7 +340,7 @@ def check_mse(mse):
         with common.reference_helpers(mse, helpers):
             got = common.call_student(mse, "mse", h, y, case=label)
         _trap_hint("MSE", got, trapped, expected, label)
-        check_scalar("MSE", got, expected, label)
+        check_scalar("MSE", got, expected, label, derivative=False, batch=n)
         if first is None and n > 1:
             first = ((h, y), expected, label)
     helpers_note(mse, "mse", *first[:2], helpers, first[2])

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gradlab import variants as V
-from gradlab.check import compare
+from gradlab.check import compare, factor_by_case
 from gradlab.grading import common
 from gradlab.grading.lesson01 import fail_with_trace, judge
 
@@ -130,8 +130,14 @@ def check_grads_by_graph(grads_by_graph):
         return trace(**inputs, grads=got, title=f"the graph of L, node by node ({label})")
 
     def strict(label, got, expected):  # the node's message as it always was, with the graph drawn
-        _fail_at_node(key, position, got, expected, label, drawn(label))
+        inputs, _ = by_label[label.split(";")[0]]
+        _fail_at_node(key, position, got, expected, label, drawn(label), batch=len(inputs["y"]))
 
+    # A constant factor that changes with N (2/N lost): one case's message would name a constant that is not the slip.
+    differs = factor_by_case([(got[key], expected[key], len(inputs["y"])) for _, inputs, got, expected in runs])
+    if differs is not None:
+        label, _, got, expected = next(run for run in runs if not compare("", run[2][key], run[3][key]).ok)
+        _fail_at_node(key, position, got[key], expected[key], label, drawn(label), said=differs)
     judge(NODE[key], [(label, inputs, got[key], expected[key]) for label, inputs, got, expected in runs], strict,
           trace=lambda result, found: drawn(result.label), where=True, suffix=f"\n  {_where(key, position)}")
 
@@ -145,18 +151,20 @@ def _where(key, position):
                   "slip is in this node's local derivative."))
 
 
-def _fail_at_node(key, position, got, expected, label, traced):
-    """The failure at one node in one case: the comparison (what a wrong shape shows, in its first line), where the
-    node is, and the graph drawn with it marked."""
+def _fail_at_node(key, position, got, expected, label, traced, batch=None, said=None):
+    """The failure at one node in one case: the comparison (what a wrong shape shows, in its first line, or ``said``:
+    a constant factor that differs between the cases), where the node is, and the graph drawn with it marked.
+    batch: the case's N, so that a constant factor is called a missing 1/N only where it is N."""
     name = f"dL/d{key}"
-    slip = _shape_slip(key, got, expected)
+    slip = said or _shape_slip(key, got, expected)
     try:
-        common.check_tensor(name, got, expected, label)
+        common.check_tensor(name, got, expected, label, batch=batch)
     except common.CheckFailure as failure:
         lines = str(failure).split("\n")
         if slip:
-            lines[0] = f"{name} is wrong ({label}): {slip}."
-        fail_with_trace("\n".join(lines + [f"  {_where(key, position)}"]), failure.kind, name, traced, label)
+            lines[0] = f"{name} is wrong ({label}): {slip.rstrip('.')}."
+        fail_with_trace("\n".join(lines + [f"  {_where(key, position)}"]), "factor" if said else failure.kind, name,
+                        traced, label)
 
 
 def _pytorch_count(sizes):

@@ -32,6 +32,7 @@ from gradlab import variants as V
 from gradlab.check import autograd_grads, compare
 from gradlab.grading import common, trial
 from gradlab.grading.lesson01 import fail_with_trace, formula_trace, judge, where_line
+from gradlab.grading.lesson05 import mask_message
 from gradlab.training import minibatches
 
 from . import mnist_run
@@ -55,7 +56,7 @@ RELU = V.Exercise(V.Graph(V.ReLU("out", "x"), V.Dot("J", "out", "dout"), upstrea
 LOG_SOFTMAX = V.Exercise(V.Graph(V.LogSoftmax("logp", "z"), V.Dot("J", "logp", "dlogp"), upstream="dlogp",
                                  grad_notation={"logp": "dlogp", "z": "dz"}), "z", name="dz")
 LOSS = V.Exercise(V.Graph(V.CrossEntropy("loss", "logits", "labels"), grad_notation={"logits": "dlogits"}),
-                  "logits", name="dlogits")
+                  "logits", name="dlogits", atol=lambda inputs: _dlogits_atol(inputs["logits"]))
 NETWORK = V.Graph(V.Linear("z1", "X", "W1", "b1"), V.ReLU("a1", "z1"), V.Linear("z2", "a1", "W2", "b2"),
                   V.ReLU("a2", "z2"), V.Linear("logits", "a2", "W3", "b3"), V.Dot("J", "logits", "dlogits"),
                   upstream="dlogits", data=("X",),
@@ -143,7 +144,7 @@ class _Once(V.Exercise):
     only the first line is read, or only that it failed: the values alone speak)."""
 
     def __init__(self, exercise, repeated=False, quick=False):
-        super().__init__(exercise.graph, exercise.wrt, name=exercise.names, select=exercise.select)
+        super().__init__(exercise.graph, exercise.wrt, name=exercise.names, select=exercise.select, atol=exercise.atol)
         self.repeated, self.quick = repeated, quick
         self._memo = None
 
@@ -355,7 +356,7 @@ def _torch_sgd(params, grads, velocity, lr, momentum):
 
 # --------------------------------------------------------------------------- small helpers for messages
 def _pair(result, name, what, case):
-    if not isinstance(result, tuple) or len(result) != 2:
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
         common.fail(f"`{name}` should return a pair ({what}), but returned {type(result).__name__} ({case}).",
                     kind="not a pair")
     return result
@@ -458,7 +459,7 @@ class _GraderHelpers:
                 result = fn(*(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args))
             except Exception:  # the student's helper is broken: its own cell says so; use the grader's cache
                 result = None
-            if isinstance(result, tuple) and len(result) == 2 and _own_object(result[1]):
+            if isinstance(result, (tuple, list)) and len(result) == 2 and _own_object(result[1]):
                 return result[1]
         return fallback
 
@@ -652,7 +653,7 @@ def _verify_linear_forward(linear_forward):
         expected = F.linear(x, W.T, b)
         out, _ = _pair(common.call_student(linear_forward, "linear_forward", x, W, b, case=label),
                        "linear_forward", "out, cache", label)
-        common.check_tensor("linear_forward output", out, expected, label)
+        common.check_tensor("linear_forward output", out, expected, label, derivative=False)
 
 
 @common.graded
@@ -671,7 +672,7 @@ def _verify_linear_backward(linear_forward, linear_backward):
         _, cache = _pair(common.call_student(linear_forward, "linear_forward", x, W, b, case=label),
                          "linear_forward", "out, cache", label)
         got = common.call_student(linear_backward, "linear_backward", dout, cache, case=label)
-        if not isinstance(got, tuple) or len(got) != 3:
+        if not isinstance(got, (tuple, list)) or len(got) != 3:
             common.fail(f"`linear_backward` should return (dx, dW, db), but returned {type(got).__name__} ({label}).",
                         kind="not a triple")
         runs.append((label, {"x": x, "W": W, "b": b, "dout": dout}, got, dict(zip(LINEAR.names, expected))))
@@ -704,7 +705,7 @@ def _verify_relu_forward(relu_forward):
         expected = F.relu(x)
         out, _ = _pair(common.call_student(relu_forward, "relu_forward", x, case=label), "relu_forward",
                        "out, cache", label)
-        common.check_tensor("relu_forward output", out, expected, label)
+        common.check_tensor("relu_forward output", out, expected, label, derivative=False)
 
 
 @common.graded
@@ -723,6 +724,10 @@ def _verify_relu_backward(relu_forward, relu_backward):
                          "out, cache", label)
         got = common.call_student(relu_backward, "relu_backward", dout, cache, case=label)
         runs.append((label, {"x": x, "dout": dout}, got, expected))
+    for label, _, got, _ in runs:  # the mask alone (the cache out > 0 returned as it is): say so, before any values
+        message, kind = mask_message(got, label)
+        if message:
+            common.fail(message, kind=kind, gradient="dx")
     _only_at_zero(runs)
     _grade(RELU, runs, lambda label, got, expected: common.check_tensor("dx", got, expected, label))
 
@@ -817,16 +822,35 @@ def _verify_softmax_cross_entropy(softmax_cross_entropy, quiet=False):
                         return "That is the sum over the rows: the loss is the mean over the B rows."
                     return _overflow_hint(loss)
 
-                _with_hint(lambda: common.check_tensor("loss", loss, expected_loss, case), loss_hint)
+                _with_hint(lambda: common.check_tensor("loss", loss, expected_loss, case, atol=_loss_atol(logits),
+                                                   derivative=False, batch=n),
+                           loss_hint)
                 runs.append((case, {"logits": logits, "labels": labels}, dlogits, expected))
 
         def strict(label, got, expected):
-            _with_hint(lambda: common.check_tensor("dlogits", got, expected, label), lambda: _overflow_hint(got))
+            atol = LOSS.atol_for(next(inputs for case, inputs, _, _ in runs if case == label), got, expected)
+            _with_hint(lambda: common.check_tensor("dlogits", got, expected, label, atol=atol),
+                       lambda: _overflow_hint(got))
 
         _grade(LOSS, runs, strict)
 
     _composite("softmax_cross_entropy", [softmax_cross_entropy], ("log_softmax_backward",), attempt,
                _culprits([softmax_cross_entropy], ("log_softmax_backward",)), quiet)
+
+
+def _loss_atol(logits):
+    """The loss's absolute tolerance. A row's loss is a difference of numbers the size of its logits: its rounding
+    follows the size of the logits, not of the loss (near +400 a float32 loss of 0.04 carries 1e-5 of rounding, 3e-4
+    of itself). Measured on this check's cases, log_softmax, torch.logsumexp and a log-sum-exp by hand around the row's
+    maximum stay within 2 eps · max |logits| of F.cross_entropy; 8 leaves a margin, while a sum for the mean, a sign
+    or inf/NaN still fail."""
+    return 8 * torch.finfo(logits.dtype).eps * float(logits.abs().max())
+
+
+def _dlogits_atol(logits):
+    """dlogits' absolute tolerance: a probability made from a log-probability carries its rounding (``_loss_atol``)
+    times itself (at most 1), and dlogits divides it by B. Measured as for the loss: within 0.6 eps · max |logits| / B."""
+    return _loss_atol(logits) / max(len(logits), 1)
 
 
 def _overflow_hint(value):
@@ -853,7 +877,7 @@ def _verify_forward(forward, quiet=False):
             expected = _network(params, x)
             logits, _ = _pair(common.call_student(forward, "forward", params, x, case=case), "forward",
                               "logits, caches", case)
-            common.check_tensor("forward output", logits, expected, case)
+            common.check_tensor("forward output", logits, expected, case, derivative=False)
 
     _composite("forward", [forward], ("linear_forward", "relu_forward"), attempt,
                _culprits([forward], ("linear_forward", "relu_forward")), quiet)
@@ -881,7 +905,7 @@ def _verify_backward(forward, backward, quiet=False):
             logits, caches = _pair(common.call_student(forward, "forward", params, x, case=case), "forward",
                                    "logits, caches", case)
             try:
-                common.check_tensor("forward output", logits, expected_logits, case)
+                common.check_tensor("forward output", logits, expected_logits, case, derivative=False)
             except common.CheckFailure as err:
                 common.fail(f"`backward` could not be checked ({case}): it starts from the caches of `forward`, and "
                             f"forward's logits are wrong. Fix forward first (its own test cell says what is wrong).\n"
@@ -955,6 +979,7 @@ def _verify_sgd_step(sgd_step):
             # what two known mistakes would give: a step with the old velocity, and a step without momentum
             old_v_step, _ = _torch_sgd(params, velocity, velocity, lr, 0.0)
             plain_step, _ = _torch_sgd(params, grads, velocity, lr, 0.0)
+            ema = {k: torch.lerp(velocity[k], grads[k], 1 - momentum) for k in params}  # the average m·v + (1 − m)·g
             uphill = {k: 2 * params[k] - new_p[k] for k in params}  # the same step, taken the other way
             originals = dict(params)
             common.call_student(sgd_step, "sgd_step", params, grads, velocity, lr, momentum, case=case, mutable=(0, 2))
@@ -968,8 +993,10 @@ def _verify_sgd_step(sgd_step):
             for k in BACKPROP_ORDER:
                 if k not in velocity:
                     common.fail(f"`sgd_step` removed velocity[{k!r}] ({case}).", kind="missing key")
-                common.check_tensor(f"velocity[{k!r}] after the step", velocity[k], new_v[k],
-                                    f"{case}; it should become momentum·velocity + grad")
+                _with_hint(lambda k=k: common.check_tensor(f"velocity[{k!r}] after the step", velocity[k], new_v[k],
+                                                           f"{case}; it should become momentum·velocity + grad",
+                                                           derivative=False, batch=False),
+                           lambda k=k: f"That is {_EMA}" if momentum and _same_values(velocity[k], ema[k]) else None)
 
                 def hint(k=k):
                     if _same_values(params[k], old_v_step[k]):
@@ -981,7 +1008,8 @@ def _verify_sgd_step(sgd_step):
                     return None
 
                 _with_hint(lambda k=k: common.check_tensor(f"params[{k!r}] after the step", params[k], new_p[k],
-                                                           f"{case}; it should become param − lr·(the new velocity)"),
+                                                           f"{case}; it should become param − lr·(the new velocity)",
+                                                           derivative=False, batch=False),
                            hint)
 
 
@@ -989,6 +1017,10 @@ def _verify_sgd_step(sgd_step):
 def check_sgd_step(sgd_step):
     """One step of SGD with momentum, against torch.optim.SGD: parameters in place, the new velocity in the dict."""
     _verify_sgd_step(sgd_step)
+
+
+_EMA = ("the exponential moving average v = m·v + (1 − m)·g. The lesson's momentum (and torch.optim.SGD's) is "
+        "v = m·v + g, without the factor (1 − m) on the gradient.")
 
 
 @common.graded
@@ -1006,7 +1038,18 @@ def check_momentum_weights(momentum_weights):
                             "gradient (the last entry) has weight 1.")
                 return None
 
-            _with_hint(lambda: common.check_tensor("momentum weights", got, expected, case), hint)
+            def check():  # weights, not a gradient, and no batch: a factor 1/10 here is 1 − 0.9, not a 1/N
+                try:
+                    common.check_tensor("momentum weights", got, expected, case, derivative=False, batch=False)
+                except common.CheckFailure as err:
+                    if not (momentum and _same_values(got, (1 - momentum) * expected)):
+                        raise
+                    lines = str(err).split("\n")
+                    lines[0] = (f"momentum weights is wrong ({case}): every value is (1 − m) = {1 - momentum:g} × the "
+                                f"expected one: that is {_EMA}")
+                    common.fail("\n".join(lines), kind=err.kind, gradient=err.gradient)
+
+            _with_hint(check, hint)
 
 
 def _velocity_weights_by_torch(steps, momentum):
@@ -1058,6 +1101,9 @@ def check_backward_and_step(backward_and_step):
         sizes = _sizes(n)
         case = f"{label}, sizes {sizes}, lr={lr}"
         params = _random_params(gen, sizes, dtype, device)
+        if n > 1:  # a dead hidden unit: z1[:, 0] is exactly 0, where ReLU's slope is 0 (a mask z1 >= 0 shows there)
+            params["W1"][:, 0] = 0.0
+            params["b1"][0] = 0.0
         x = common.randn(gen, n, sizes[0], dtype=dtype, device=device)
         y = _labels(gen, n, sizes[-1], device)
         expected, values = _all_gradients(params, x, y)
@@ -1209,7 +1255,7 @@ def _verify_train_epoch(train_epoch):
                 for k in BACKPROP_ORDER:
                     if k not in params:
                         common.fail(f"`train_epoch` removed params[{k!r}] ({context}).", kind="missing key")
-                    common.check_tensor(f"params[{k!r}]", params[k], ref_p[k], context)
+                    common.check_tensor(f"params[{k!r}]", params[k], ref_p[k], context, derivative=False)
                 _check_epoch_loss(loss, expected_loss, losses, counts, batch_size, n, context)
 
     _composite("train_epoch", [train_epoch], ALL_HELPERS, attempt, _culprits([train_epoch], ALL_HELPERS), False,
