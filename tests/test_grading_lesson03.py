@@ -2,13 +2,19 @@
 strict review found) fail with a message that names the mistake, autograd never earns a point, and a slip in a helper
 costs the helper's cell only. The important cases run both ways the grader runs a check (locally, and recorded then
 replayed: tests/grading_modes.py)."""
+import _thread
 import ast
+import concurrent.futures
 import contextlib
+import io
+import subprocess
+import threading
 import re
 from pathlib import Path
 
 import pytest
 import torch
+import tqdm
 
 from course import solution_namespace
 from grading_modes import both
@@ -220,6 +226,65 @@ def test_forward_mode_and_complex_step_answers_are_right_so_only_the_guard_refus
     monkeypatch.setattr(guard, "no_autograd", lambda refused=None: contextlib.nullcontext(None))
     for name in ("dsigma_dz", "backward"):
         passes(CHECKS[name], _autograd_answers(way)[name])
+
+
+def _in_a_thread(start):
+    """backward by autograd in a thread of its own, started by ``start(work)`` and waited for."""
+    def backward_(cache):
+        x, y, z, s = cache
+        box = []
+
+        def work():
+            w0, b0 = (torch.zeros((), dtype=z.dtype, requires_grad=True) for _ in range(2))
+            box.append(torch.autograd.grad(((torch.sigmoid(z + w0 * x + b0) - y) ** 2).mean(), (w0, b0)))
+        start(work)
+        return box[0] if box else (torch.zeros(()), torch.zeros(()))
+    return backward_
+
+
+def _thread_start(work):
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+
+
+def _raw_thread_start(work):
+    done = threading.Event()
+
+    def run():
+        try:
+            work()
+        finally:
+            done.set()
+    _thread.start_new_thread(run, ())
+    done.wait(5)
+
+
+def _pool_start(work):
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(work).result()
+
+
+@pytest.mark.parametrize("start", [_thread_start, _raw_thread_start, _pool_start], ids=lambda s: s.__name__)
+def test_autograd_in_a_thread_started_by_the_function_fails(start):
+    fails(lesson03.check_backward, _in_a_thread(start), "autograd", "`backward` used autograd", "requires_grad")
+
+
+def test_a_process_started_by_the_function_fails():
+    def backward_(cache):
+        subprocess.run(["true"], check=False)
+        return torch.zeros(()), torch.zeros(())
+    fails(lesson03.check_backward, backward_, "autograd", "`backward` used autograd", "a new process")
+
+
+def test_a_right_answer_with_a_progress_bar_thread_passes():
+    def backward_(cache):
+        x, y, z, s = cache
+        for _ in tqdm.tqdm(range(2), file=io.StringIO()):  # tqdm starts its monitor thread
+            pass
+        d = 2 * (s - y) * s * (1 - s) / len(x)
+        return (d * x).sum(), d.sum()
+    passes(lesson03.check_backward, backward_)
 
 
 def test_autograd_hidden_by_enable_grad_or_a_try_fails_too():

@@ -19,7 +19,8 @@ Code in the same process can switch both off on purpose (``torch._C`` internals)
 static scan of the submission (gradlab.instructor.scan) flags such code instead.
 """
 import _thread
-import sys
+import os
+import subprocess
 import threading
 from contextlib import contextmanager
 
@@ -104,11 +105,11 @@ def no_autograd(refused=None):
     exercise that asks to write σ is not answered by torch.sigmoid (the reason then starts with LIBRARY).
 
     The nets are per thread in torch, so a thread started inside the block runs under the same guard (autograd
-    there is seen and named, whatever the thread returns), and a new process is refused (_refuse_processes)."""
+    there is seen and named, whatever the thread returns), and a new process is refused (_processes_refused)."""
     guard = Guard(refused)
     _active.append(guard)
     try:
-        with _threads_guarded(guard), _watching(guard):
+        with _threads_guarded(guard), _processes_refused(guard), _watching(guard):
             yield guard
     finally:
         _active.pop()
@@ -149,17 +150,33 @@ def _threads_guarded(guard):
         threading.Thread.start, _thread.start_new_thread = original_start, original_new_thread
 
 
-_PROCESS_EVENTS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.spawn", "os.system", "subprocess.Popen")
+@contextmanager
+def _processes_refused(guard):
+    """A process started inside a guarded call could run autograd unseen: os.fork, posix_spawn, os.system and every
+    subprocess (multiprocessing goes through them) stop the call. Patched for the call only: an audit hook, which
+    could not be removed, costs a Python call on every audited event (torch's modes call id() at every operation:
+    lesson 7's checks ran 75 % slower with one)."""
+    def refusing(name, original):
+        def start(*args, **kwargs):
+            guard.stop(f"a new process ({name}), where autograd would go unseen")
+            return original(*args, **kwargs)
+        return start
+
+    saved = [(owner, name, getattr(owner, name)) for owner, name in _PROCESS_STARTS if hasattr(owner, name)]
+    for owner, name, original in saved:
+        setattr(owner, name, refusing(f"{getattr(owner, '__name__', 'subprocess.Popen')}.{name}", original))
+    try:
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
 
 
-def _refuse_processes(event, args):
-    """An audit hook (it cannot be removed): a process started inside a guarded call could run autograd unseen."""
-    if event in _PROCESS_EVENTS and _active and not _active[-1].suspended:
-        _active[-1].stop(f"a new process ({event}), where autograd would go unseen")
+_PROCESS_STARTS = [(os, "fork"), (os, "forkpty"), (os, "posix_spawn"), (os, "posix_spawnp"), (os, "system"),
+                   (subprocess.Popen, "_execute_child")]
 
 
 _active = []
-sys.addaudithook(_refuse_processes)
 
 
 @contextmanager
