@@ -87,10 +87,11 @@ class _BackwardKernels(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.name()
-        if "_backward" in name.split(".")[0]:  # also _softmax_backward_data and the like
+        op = name.split(".")[0]
+        if "_backward" in op:  # also _softmax_backward_data and the like
             self.guard.stop(f"PyTorch's own backward kernel ({name.replace('::', '.')})")
-        if name.split(".")[0] in self.guard.refused:
-            self.guard.stop(self.guard.refused[name.split(".")[0]])
+        if op in self.guard.refused:
+            self.guard.stop(self.guard.refused[op])
         out = func(*args, **(kwargs or {}))
         if any(isinstance(t, torch.Tensor) and t.is_complex() for t in (out if isinstance(out, (tuple, list)) else (out,))):
             self.guard.stop(COMPLEX_STEP)
